@@ -1,0 +1,56 @@
+// swift-tools-version:6.0
+// Espalier: prune, fine-tune under the mask, and verify sparse LLM checkpoints.
+// Layout: Formats (bytes) -> Surgery (math) -> Tools (thin executables). See ../shared/ARCHITECTURE.md.
+import PackageDescription
+
+let package = Package(
+  name: "Espalier",
+  products: [
+    .library(name: "Formats", targets: ["Formats"]),
+    .library(name: "Surgery", targets: ["Surgery"]),
+    .executable(name: "espalier", targets: ["espalier"]),
+    .executable(name: "espalier-inspect", targets: ["espalier-inspect"]),
+    .executable(name: "espalier-bench", targets: ["espalier-bench"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    // C libraries from Debian, wrapped as system-library targets (module.modulemap + shim.h).
+    .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke", providers: [.apt(["liblapacke-dev"])]),
+    .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
+    .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+    // Everything about bytes: dtypes, tensors, safetensors, checkpoints.
+    .target(name: "Formats", dependencies: ["CHDF5", "CZstd"]),
+    // Everything about math on weights.
+    .target(name: "Surgery", dependencies: ["Formats", "CBLAS", "CLAPACKE"]),
+    // Shared option groups, reports, exit codes and atomic output for the executables.
+    .target(
+      name: "ToolSupport",
+      dependencies: ["Formats", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Sources/Tools/ToolSupport"),
+
+    .executableTarget(name: "espalier", path: "Sources/Tools/espalier"),
+    .executableTarget(
+      name: "espalier-inspect",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-inspect"),
+    // Benchmark driver (make bench); not part of the tests.
+    .executableTarget(
+      name: "espalier-bench",
+      dependencies: ["Formats", "Surgery", "ToolSupport"],
+      path: "bench/espalier-bench"),
+
+    .testTarget(name: "FormatsTests", dependencies: ["Formats"]),
+    .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
+    .testTarget(
+      name: "ToolsTests",
+      dependencies: ["Formats", "espalier", "espalier-inspect"]),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,85 @@
+// Output files appear whole or not at all: bytes go to a temporary name in the same directory and are
+// renamed over the destination only after the last write succeeded (rename is atomic within a
+// filesystem). A failure removes the temporary file, so no partial output is ever left behind.
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+public final class AtomicFile {
+  public let path: String
+  public let temporaryPath: String
+  private var fd: Int32
+  private var finished = false
+  /// Bytes written so far.
+  public private(set) var offset = 0
+
+  public init(path: String) throws(FormatError) {
+    self.path = path
+    let slash = path.lastIndex(of: "/")
+    let directory = slash.map { String(path[...$0]) } ?? ""
+    let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+    temporaryPath = "\(directory).\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+    fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw .io(file: path, reason: "cannot create: \(systemErrorText())") }
+  }
+
+  deinit { if !finished { discard() } }
+
+  public func write(_ bytes: UnsafeRawBufferPointer) throws(FormatError) {
+    var done = 0
+    while done < bytes.count {
+      let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+      if n < 0 {
+        if errno == EINTR { continue }
+        let reason = systemErrorText()
+        discard()
+        throw .io(file: path, reason: "write failed: \(reason)")
+      }
+      done += n
+    }
+    offset += done
+  }
+
+  public func write(_ bytes: [UInt8]) throws(FormatError) {
+    let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+    defer { copy.deallocate() }
+    copy.copyBytes(from: bytes)
+    try write(UnsafeRawBufferPointer(copy))
+  }
+
+  /// Flushes and renames the temporary file over `path`.
+  public func commit() throws(FormatError) {
+    guard !finished else { return }
+    if close(fd) != 0 {
+      let reason = systemErrorText()
+      fd = -1
+      discard()
+      throw .io(file: path, reason: "close failed: \(reason)")
+    }
+    fd = -1
+    guard rename(temporaryPath, path) == 0 else {
+      let reason = systemErrorText()
+      discard()
+      throw .io(file: path, reason: "cannot rename into place: \(reason)")
+    }
+    finished = true
+  }
+
+  /// Abandons the output: closes and removes the temporary file.
+  public func discard() {
+    guard !finished else { return }
+    finished = true
+    if fd >= 0 { close(fd); fd = -1 }
+    unlink(temporaryPath)
+  }
+
+  /// Writes a whole small file (JSON side files) atomically.
+  public static func write(_ text: String, to path: String) throws(FormatError) {
+    let file = try AtomicFile(path: path)
+    try file.write(Array(text.utf8))
+    try file.commit()
+  }
+}

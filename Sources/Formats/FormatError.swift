@@ -1,0 +1,62 @@
+// The one error enum of the Formats module. Every case names the file and, where there is one, the
+// tensor, so a user can find the problem without a debugger. Safetensors cases mirror the reference
+// reader's `SafeTensorError` variants one for one (formats.md §1.3), so tests can assert exact errors.
+
+public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
+  // safetensors, in the order the reference reader checks them
+  case headerTooSmall(file: String)
+  case headerTooLarge(file: String)
+  case invalidHeaderLength(file: String)
+  case invalidHeader(file: String)
+  case invalidHeaderDeserialization(file: String, reason: String)
+  case duplicateKey(file: String, key: String)
+  case invalidOffset(file: String, tensor: String)
+  case validationOverflow(file: String, tensor: String)
+  case misalignedSlice(file: String, tensor: String)
+  case tensorInvalidInfo(file: String, tensor: String)
+  case metadataIncompleteBuffer(file: String)
+  case invalidTensorView(dtype: DType, shape: [Int], byteCount: Int)
+  case tensorNotFound(file: String, tensor: String)
+
+  // checkpoints made of several files
+  case invalidIndex(file: String, reason: String)
+  case missingShard(index: String, shard: String)
+  case duplicateTensorAcrossShards(tensor: String, first: String, second: String)
+  case indexMismatch(index: String, reason: String)
+  case notACheckpoint(path: String, reason: String)
+  case invalidSize(text: String)
+
+  // conversions and I/O
+  case unsupportedConversion(from: DType, to: DType)
+  case io(file: String, reason: String)
+  /// Several problems found by a loader that collects them all before failing.
+  case many([FormatError])
+
+  public var description: String {
+    switch self {
+    case .headerTooSmall(let f): return "\(f): header too small (a safetensors file starts with an 8-byte header length)"
+    case .headerTooLarge(let f): return "\(f): header too large (over 100,000,000 bytes)"
+    case .invalidHeaderLength(let f): return "\(f): invalid header length (it runs past the end of the file)"
+    case .invalidHeader(let f): return "\(f): invalid header (not valid UTF-8)"
+    case .invalidHeaderDeserialization(let f, let r): return "\(f): invalid header JSON: \(r)"
+    case .duplicateKey(let f, let k): return "\(f): duplicate key `\(k)` in the header"
+    case .invalidOffset(let f, let t): return "\(f): invalid offset for tensor `\(t)` (data must be contiguous from 0)"
+    case .validationOverflow(let f, let t):
+      return "\(f): overflow computing buffer size from shape and/or element type for tensor `\(t)`"
+    case .misalignedSlice(let f, let t): return "\(f): tensor `\(t)` does not fill a whole number of bytes"
+    case .tensorInvalidInfo(let f, let t): return "\(f): invalid shape, data type, or offset for tensor `\(t)`"
+    case .metadataIncompleteBuffer(let f): return "\(f): incomplete metadata, file not fully covered"
+    case .invalidTensorView(let d, let s, let n): return "invalid tensor view: \(d) \(s) does not fit \(n) bytes"
+    case .tensorNotFound(let f, let t): return "\(f): no tensor named `\(t)`"
+    case .invalidIndex(let f, let r): return "\(f): invalid shard index: \(r)"
+    case .missingShard(let i, let s): return "\(i): shard `\(s)` is missing"
+    case .duplicateTensorAcrossShards(let t, let a, let b): return "tensor `\(t)` appears in both \(a) and \(b)"
+    case .indexMismatch(let i, let r): return "\(i): \(r)"
+    case .notACheckpoint(let p, let r): return "\(p): not a checkpoint: \(r)"
+    case .invalidSize(let t): return "invalid size `\(t)` (expected e.g. 5GB, 500MB, 2GiB or a byte count)"
+    case .unsupportedConversion(let a, let b): return "conversion from \(a) to \(b) is not supported"
+    case .io(let f, let r): return "\(f): \(r)"
+    case .many(let errors): return errors.map(\.description).joined(separator: "\n")
+    }
+  }
+}

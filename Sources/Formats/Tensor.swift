@@ -1,0 +1,119 @@
+// A named, shaped, typed view over bytes: either a slice of a memory-mapped file or bytes it owns.
+// No math beyond dtype conversion lives here (that is Surgery's job).
+
+/// What a header says about a tensor, before any data is touched.
+public struct TensorInfo: Equatable, Sendable {
+  public var name: String
+  public var dtype: DType
+  public var shape: [Int]
+
+  public init(name: String, dtype: DType, shape: [Int]) {
+    self.name = name
+    self.dtype = dtype
+    self.shape = shape
+  }
+
+  /// Product of the dimensions (1 for a scalar), or nil on overflow.
+  public var elementCount: Int? {
+    var n = 1
+    for d in shape {
+      let (p, o) = n.multipliedReportingOverflow(by: d)
+      if o || d < 0 { return nil }
+      n = p
+    }
+    return n
+  }
+
+  /// Bytes of data, or nil on overflow or a partial byte.
+  public var byteCount: Int? { elementCount.flatMap { dtype.byteCount(elements: $0) } }
+}
+
+/// Keeps bytes alive for the tensors that view them.
+public final class OwnedBytes: @unchecked Sendable {
+  public let pointer: UnsafeMutableRawPointer
+  public let count: Int
+  public init(count: Int) {
+    self.count = count
+    pointer = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(count, 1), alignment: 64)
+  }
+  deinit { pointer.deallocate() }
+  public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
+  public var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: pointer, count: count) }
+}
+
+public struct Tensor: @unchecked Sendable {
+  public let info: TensorInfo
+  /// The raw little-endian, row-major bytes.
+  public let bytes: UnsafeRawBufferPointer
+  /// The mapped file or owned buffer `bytes` points into.
+  private let owner: AnyObject?
+
+  public var name: String { info.name }
+  public var dtype: DType { info.dtype }
+  public var shape: [Int] { info.shape }
+  public var elementCount: Int { info.elementCount ?? 0 }
+
+  /// A view over bytes kept alive by `owner`; the byte count must match dtype and shape exactly.
+  public init(info: TensorInfo, bytes: UnsafeRawBufferPointer, owner: AnyObject?) throws(FormatError) {
+    guard let expected = info.byteCount, expected == bytes.count else {
+      throw .invalidTensorView(dtype: info.dtype, shape: info.shape, byteCount: bytes.count)
+    }
+    self.init(validated: info, bytes: bytes, owner: owner)
+  }
+
+  private init(validated info: TensorInfo, bytes: UnsafeRawBufferPointer, owner: AnyObject?) {
+    self.info = info
+    self.bytes = bytes
+    self.owner = owner
+  }
+
+  /// A tensor that owns a copy of `data`.
+  public init(name: String, dtype: DType, shape: [Int], data: [UInt8]) throws(FormatError) {
+    let storage = OwnedBytes(count: data.count)
+    data.withUnsafeBytes { storage.mutableBytes.copyMemory(from: $0) }
+    try self.init(info: TensorInfo(name: name, dtype: dtype, shape: shape), bytes: storage.bytes, owner: storage)
+  }
+
+  /// An f32 tensor that owns `values`, narrowed to `dtype` (F32 by default).
+  public init(name: String, shape: [Int], float32 values: [Float], as dtype: DType = .f32) throws(FormatError) {
+    let info = TensorInfo(name: name, dtype: dtype, shape: shape)
+    guard info.elementCount == values.count, let byteCount = info.byteCount else {
+      throw .invalidTensorView(dtype: dtype, shape: shape, byteCount: values.count * dtype.bits / 8)
+    }
+    let storage = OwnedBytes(count: byteCount)
+    try values.withUnsafeBufferPointer { (v) throws(FormatError) in
+      try Float32Conversion.narrow(dtype, from: v.baseAddress!, to: storage.pointer, count: v.count)
+    }
+    try self.init(info: info, bytes: storage.bytes, owner: storage)
+  }
+
+  /// The values widened to f32.
+  public func float32() throws(FormatError) -> [Float] {
+    let n = elementCount
+    guard dtype.convertsToFloat32 else { throw .unsupportedConversion(from: dtype, to: .f32) }
+    if n == 0 { return [] }
+    var out = [Float](repeating: 0, count: n)
+    try out.withUnsafeMutableBufferPointer { (o) throws(FormatError) in
+      try Float32Conversion.widen(dtype, from: bytes.baseAddress!, to: o.baseAddress!, count: n)
+    }
+    return out
+  }
+
+  /// A copy stored as `target`, converting through f32 (a no-op copy when the dtype already matches).
+  public func converted(to target: DType) throws(FormatError) -> Tensor {
+    if target == dtype {
+      let storage = OwnedBytes(count: bytes.count)
+      if bytes.count > 0 { storage.mutableBytes.copyMemory(from: bytes) }
+      return try Tensor(info: info, bytes: storage.bytes, owner: storage)
+    }
+    let values = try float32()
+    return try Tensor(name: name, shape: shape, float32: values, as: target)
+  }
+
+  /// The same bytes under another name (for renaming on write).
+  public func renamed(_ newName: String) -> Tensor {
+    var newInfo = info
+    newInfo.name = newName
+    return Tensor(validated: newInfo, bytes: bytes, owner: owner)
+  }
+}

@@ -1,0 +1,62 @@
+// What `espalier inspect` reports about a checkpoint: tensors, sizes, exact-zero sparsity and N:M
+// conformance. Streams tensor by tensor and releases each tensor's pages when done, so resident
+// memory stays at O(largest tensor) however large the checkpoint.
+
+import Formats
+
+public struct TensorReport: Equatable, Sendable {
+  public var info: TensorInfo
+  public var file: String
+  public var bytes: Int
+  /// Nil when data was not read or the dtype has no bit-level zero test.
+  public var sparsity: SparsityStats?
+  /// Nil when no pattern was asked for, or the tensor has rank < 2.
+  public var pattern: PatternStats?
+}
+
+public struct CheckpointReport: Equatable, Sendable {
+  public var path: String
+  public var files: [String]
+  public var tensors: [TensorReport]
+  public var pattern: NMPattern?
+
+  public var totalBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
+  public var totalElements: Int { tensors.reduce(0) { $0 + ($1.info.elementCount ?? 0) } }
+  /// Zeros over all tensors whose zeros could be counted.
+  public var globalSparsity: SparsityStats {
+    tensors.compactMap(\.sparsity).reduce(SparsityStats(elements: 0, zeros: 0)) {
+      SparsityStats(elements: $0.elements + $1.elements, zeros: $0.zeros + $1.zeros)
+    }
+  }
+  /// Tensors checked against the pattern, and how many conform.
+  public var patternSummary: (checked: Int, conforming: Int) {
+    let checked = tensors.compactMap(\.pattern)
+    return (checked.count, checked.filter(\.conforms).count)
+  }
+}
+
+public enum Inspector {
+  /// Builds the report. With `readData` false only headers are read (no sparsity, no pattern).
+  public static func inspect(
+    _ checkpoint: SafetensorsCheckpoint, pattern: NMPattern?, readData: Bool = true,
+    progress: ((_ done: Int, _ total: Int) -> Void)? = nil
+  ) throws(FormatError) -> CheckpointReport {
+    var reports: [TensorReport] = []
+    reports.reserveCapacity(checkpoint.entries.count)
+    for (i, e) in checkpoint.entries.enumerated() {
+      var report = TensorReport(
+        info: e.info, file: checkpoint.files[e.file].path, bytes: e.entry.dataRange.count, sparsity: nil, pattern: nil)
+      if readData {
+        checkpoint.adviseSequential(e)
+        let tensor = try checkpoint.tensor(e)
+        report.sparsity = Sparsity.count(tensor)
+        if let pattern { report.pattern = Sparsity.check(tensor, pattern: pattern) }
+        checkpoint.release(e)
+      }
+      reports.append(report)
+      progress?(i + 1, checkpoint.entries.count)
+    }
+    return CheckpointReport(
+      path: checkpoint.path, files: checkpoint.files.map(\.path), tensors: reports, pattern: pattern)
+  }
+}

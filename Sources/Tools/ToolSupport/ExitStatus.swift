@@ -1,0 +1,25 @@
+// Exit codes shared by every tool: 0 success, 1 a failed check, 2 unreadable input, 64 usage
+// (ArgumentParser's code for validation errors).
+
+import ArgumentParser
+
+public enum ExitStatus {
+  public static let success = ExitCode.success
+  public static let checkFailed = ExitCode(1)
+  public static let unreadableInput = ExitCode(2)
+  public static let usage = ExitCode.validationFailure
+}
+
+/// Runs a tool body: library errors become one clear message on stderr and exit code 2.
+public func runReportingErrors(_ body: () throws -> Void) throws {
+  do {
+    try body()
+  } catch let exit as ExitCode {
+    throw exit
+  } catch let error as ValidationError {
+    throw error
+  } catch {
+    Log.error("\(error)")
+    throw ExitStatus.unreadableInput
+  }
+}

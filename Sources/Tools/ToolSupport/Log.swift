@@ -1,0 +1,47 @@
+// stderr output: logs, errors and progress. stdout is reserved for data (tables and --json reports).
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+public enum Log {
+  public static func info(_ message: String) { write(message + "\n") }
+  public static func error(_ message: String) { write("error: " + message + "\n") }
+  public static func warning(_ message: String) { write("warning: " + message + "\n") }
+
+  static func write(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+  }
+
+  static var stderrIsTerminal: Bool { isatty(2) != 0 }
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, a plain line every `every` steps otherwise.
+public final class Progress {
+  private let label: String
+  private let total: Int
+  private let interactive = Log.stderrIsTerminal
+  private var lastPrinted = -1
+  private let every: Int
+
+  public init(_ label: String, total: Int) {
+    self.label = label
+    self.total = total
+    every = Swift.max(1, total / 10)
+  }
+
+  public func update(_ done: Int, detail: String = "") {
+    guard total > 0 else { return }
+    let percent = done * 100 / total
+    if interactive {
+      Log.write("\r\u{1B}[K\(label) \(done)/\(total) (\(percent)%) \(detail)")
+      if done == total { Log.write("\n") }
+    } else if done == total || done - lastPrinted >= every {
+      lastPrinted = done
+      Log.write("\(label) \(done)/\(total) (\(percent)%) \(detail)\n")
+    }
+  }
+}

@@ -1,0 +1,49 @@
+// espalier-inspect: list a checkpoint's tensors with sizes, sparsity and N:M conformance.
+
+import ArgumentParser
+import Formats
+import Surgery
+import ToolSupport
+
+@main
+struct InspectCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "espalier-inspect",
+    abstract: "List the tensors of a checkpoint with their sizes, sparsity and N:M conformance.",
+    discussion: """
+      PATH is a .safetensors file or a checkpoint directory (model.safetensors, or shards with \
+      model.safetensors.index.json). Sparsity counts exact zeros (-0.0 is zero). Reads one tensor at a \
+      time, so memory stays at the size of the largest tensor. Exit status: 0 read, 2 unreadable input.
+      """)
+
+  @Argument(help: "A .safetensors file or a checkpoint directory.", completion: .file())
+  var path: String
+
+  @Option(help: "Check N:M conformance: at least N zeros in every group of M along the last dimension (e.g. 2:4).")
+  var pattern: String?
+
+  @Flag(help: "Read headers only: skip sparsity and pattern checks (fast on any size).")
+  var headersOnly = false
+
+  @Flag(help: "Print a JSON report on stdout instead of the table.")
+  var json = false
+
+  func validate() throws {
+    if let pattern {
+      do { _ = try NMPattern(parsing: pattern) } catch { throw ValidationError("\(error)") }
+    }
+    if headersOnly && pattern != nil { throw ValidationError("--pattern needs the tensor data; drop --headers-only") }
+  }
+
+  func run() throws {
+    try runReportingErrors {
+      let nm = try pattern.map { try NMPattern(parsing: $0) }
+      let checkpoint = try SafetensorsCheckpoint(path: path)
+      let progress = Progress("inspect", total: checkpoint.entries.count)
+      let report = try Inspector.inspect(checkpoint, pattern: nm, readData: !headersOnly) { done, _ in
+        progress.update(done)
+      }
+      if json { Output.json(InspectReport.json(report)) } else { InspectReport.printTable(report) }
+    }
+  }
+}
