@@ -52,6 +52,25 @@ public enum Float32Conversion {
     }
   }
 
+  /// Widens in chunks of `chunk` elements into one small reused buffer and hands each chunk to
+  /// `consume`. The buffer stays in L1 (8 KiB by default; larger chunks measured slower), so a streaming consumer (a file writer, a reduction) never
+  /// pays for writing and re-reading a full-size f32 copy: this is how conversions stream.
+  public static func widenStreaming(
+    _ dtype: DType, from src: UnsafeRawPointer, count: Int, chunk: Int = 2048,
+    consume: (UnsafeBufferPointer<Float>) throws(FormatError) -> Void
+  ) throws(FormatError) {
+    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, min(chunk, count)))
+    defer { buffer.deallocate() }
+    let bytesPerElement = dtype.bits / 8
+    var done = 0
+    while done < count {
+      let n = min(chunk, count - done)
+      try widen(dtype, from: src + done * bytesPerElement, to: buffer, count: n)
+      try consume(UnsafeBufferPointer(start: buffer, count: n))
+      done += n
+    }
+  }
+
   private static func widenByTable(
     _ table: [Float], _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ count: Int
   ) {

@@ -92,11 +92,14 @@ public struct Tensor: @unchecked Sendable {
     let n = elementCount
     guard dtype.convertsToFloat32 else { throw .unsupportedConversion(from: dtype, to: .f32) }
     if n == 0 { return [] }
-    var out = [Float](repeating: 0, count: n)
-    try out.withUnsafeMutableBufferPointer { (o) throws(FormatError) in
-      try Float32Conversion.widen(dtype, from: bytes.baseAddress!, to: o.baseAddress!, count: n)
-    }
-    return out
+    let source = bytes.baseAddress!
+    let dtype = dtype
+    do {
+      return try [Float](unsafeUninitializedCapacity: n) { out, initialized in
+        try Float32Conversion.widen(dtype, from: source, to: out.baseAddress!, count: n)
+        initialized = n
+      }
+    } catch let error as FormatError { throw error } catch { throw .io(file: name, reason: "\(error)") }
   }
 
   /// A copy stored as `target`, converting through f32 (a no-op copy when the dtype already matches).

@@ -47,57 +47,82 @@ public struct PatternStats: Equatable, Sendable {
 public enum Sparsity {
   /// Counts exact zeros. Nil for dtypes whose zero cannot be read bit by bit here (sub-byte, complex).
   public static func count(_ tensor: Tensor) -> SparsityStats? {
-    guard let isZero = zeroTest(tensor.dtype) else { return nil }
     let n = tensor.elementCount
-    var zeros = 0
-    isZero(tensor.bytes, 0..<n, &zeros)
+    let b = tensor.bytes
+    let zeros: Int
+    // One case per word size, so each kernel is specialised (no generic dispatch per element).
+    switch zeroWord(tensor.dtype) {
+    case .u8(let mask)?: zeros = countZeros(b, n, mask: mask)
+    case .u16(let mask)?: zeros = countZeros(b, n, mask: mask)
+    case .u32(let mask)?: zeros = countZeros(b, n, mask: mask)
+    case .u64(let mask)?: zeros = countZeros(b, n, mask: mask)
+    case .noZero?: zeros = 0
+    case nil: return nil
+    }
     return SparsityStats(elements: n, zeros: zeros)
   }
 
   /// Checks every group of M along the last dimension for at least N zeros.
   /// Nil for tensors of rank < 2 or dtypes without a bit-level zero test.
   public static func check(_ tensor: Tensor, pattern: NMPattern) -> PatternStats? {
-    guard tensor.shape.count >= 2, let isZero = zeroTest(tensor.dtype) else { return nil }
-    let cols = tensor.shape.last!
-    let rows = cols == 0 ? 0 : tensor.elementCount / cols
+    guard tensor.shape.count >= 2, let cols = tensor.shape.last, let word = zeroWord(tensor.dtype) else { return nil }
     guard cols % pattern.m == 0 else { return PatternStats(pattern: pattern, groups: 0, violations: 0, shapeFits: false) }
-    let groups = rows * (cols / pattern.m)
-    var violations = 0
-    for g in 0..<groups {
-      var zeros = 0
-      isZero(tensor.bytes, (g * pattern.m)..<((g + 1) * pattern.m), &zeros)
-      if zeros < pattern.n { violations += 1 }
+    let groups = tensor.elementCount / pattern.m
+    let (b, m, n) = (tensor.bytes, pattern.m, pattern.n)
+    let violations: Int
+    switch word {
+    case .u8(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
+    case .u16(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
+    case .u32(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
+    case .u64(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
+    case .noZero: violations = n == 0 ? 0 : groups
     }
     return PatternStats(pattern: pattern, groups: groups, violations: violations, shapeFits: true)
   }
 
-  /// A counter of zero elements over an index range, reading the dtype's bits.
-  typealias ZeroCounter = (UnsafeRawBufferPointer, Range<Int>, inout Int) -> Void
+  /// How a dtype's zero is recognised: the element's word size and the bits that must all be clear.
+  /// Floats ignore the sign bit (so -0.0 is zero); the FNUZ floats have a single zero (0x80 is their
+  /// NaN); E8M0 (a power of two) has no zero. Nil: sub-byte and complex types are not counted.
+  enum ZeroWord {
+    case u8(UInt8), u16(UInt16), u32(UInt32), u64(UInt64), noZero
+  }
 
-  static func zeroTest(_ dtype: DType) -> ZeroCounter? {
+  static func zeroWord(_ dtype: DType) -> ZeroWord? {
     switch dtype {
-    case .f32: return { b, r, z in countZeros(b, r, UInt32.self, mask: 0x7FFF_FFFF, &z) }
-    case .f64: return { b, r, z in countZeros(b, r, UInt64.self, mask: 0x7FFF_FFFF_FFFF_FFFF, &z) }
-    case .f16, .bf16: return { b, r, z in countZeros(b, r, UInt16.self, mask: 0x7FFF, &z) }
-    case .f8e4m3, .f8e5m2: return { b, r, z in countZeros(b, r, UInt8.self, mask: 0x7F, &z) }
-    // FNUZ types have a single zero (0x00); 0x80 is their NaN. E8M0 has no zero at all.
-    case .f8e4m3fnuz, .f8e5m2fnuz, .bool, .u8, .i8: return { b, r, z in countZeros(b, r, UInt8.self, mask: 0xFF, &z) }
-    case .f8e8m0: return { _, _, _ in }
-    case .i16, .u16: return { b, r, z in countZeros(b, r, UInt16.self, mask: 0xFFFF, &z) }
-    case .i32, .u32: return { b, r, z in countZeros(b, r, UInt32.self, mask: 0xFFFF_FFFF, &z) }
-    case .i64, .u64: return { b, r, z in countZeros(b, r, UInt64.self, mask: UInt64.max, &z) }
+    case .f32: return .u32(0x7FFF_FFFF)
+    case .f64: return .u64(0x7FFF_FFFF_FFFF_FFFF)
+    case .f16, .bf16: return .u16(0x7FFF)
+    case .f8e4m3, .f8e5m2: return .u8(0x7F)
+    case .f8e4m3fnuz, .f8e5m2fnuz, .bool, .u8, .i8: return .u8(0xFF)
+    case .f8e8m0: return .noZero
+    case .i16, .u16: return .u16(0xFFFF)
+    case .i32, .u32: return .u32(0xFFFF_FFFF)
+    case .i64, .u64: return .u64(.max)
     case .f4, .f6e2m3, .f6e3m2, .c64: return nil
     }
   }
 
-  @inline(__always)
-  static func countZeros<T: FixedWidthInteger>(
-    _ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _: T.Type, mask: T, _ zeros: inout Int
-  ) {
-    guard let base = bytes.baseAddress else { return }
-    let stride = MemoryLayout<T>.size
+  static func countZeros<T: FixedWidthInteger>(_ bytes: UnsafeRawBufferPointer, _ n: Int, mask: T) -> Int {
+    guard let base = bytes.baseAddress else { return 0 }
     var count = 0
-    for i in range where base.loadUnaligned(fromByteOffset: i * stride, as: T.self) & mask == 0 { count += 1 }
-    zeros += count
+    for i in 0..<n where base.loadUnaligned(fromByteOffset: i &* MemoryLayout<T>.size, as: T.self) & mask == 0 {
+      count &+= 1
+    }
+    return count
+  }
+
+  static func countViolations<T: FixedWidthInteger>(
+    _ bytes: UnsafeRawBufferPointer, groups: Int, m: Int, n: Int, mask: T
+  ) -> Int {
+    guard let base = bytes.baseAddress else { return 0 }
+    var violations = 0
+    for g in 0..<groups {
+      var zeros = 0
+      for j in 0..<m where base.loadUnaligned(fromByteOffset: (g &* m &+ j) &* MemoryLayout<T>.size, as: T.self) & mask == 0 {
+        zeros &+= 1
+      }
+      if zeros < n { violations &+= 1 }
+    }
+    return violations
   }
 }

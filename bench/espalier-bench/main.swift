@@ -1,1 +1,215 @@
-// placeholder
+// Benchmark driver (make bench). Each figure is a ratio against a baseline measured in the same run on
+// the same bytes, so the numbers mean something on any machine:
+//
+//   convert-bf16 DIR   BF16 -> F32 widening of every tensor of a >= 1 GB safetensors file, against a
+//                      memcpy of the same source bytes (both read through the same mmap), streaming
+//                      (chunks into one cache-resident buffer, as conversions stream) and into a
+//                      full-size destination.
+//   make-shards DIR    writes a 16-shard >= 8 GB F32 checkpoint (2:4-sparse content) into DIR.
+//   rss CMD ARGS...    runs a command, prints its wall time and peak RSS (wait4). Run it from a fresh
+//                      process: Linux folds the parent's high-water RSS into an exec'd child's maxrss.
+//
+// Files are generated under DIR; bench/run.sh removes them afterwards.
+
+import Formats
+import Surgery
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+func now() -> Double {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+func say(_ text: String) { print(text) }
+
+func fixed(_ v: Double, _ digits: Int = 2) -> String {
+  var scale = 1.0
+  for _ in 0..<digits { scale *= 10 }
+  let r = (v * scale).rounded() / scale
+  return "\(r)"
+}
+
+/// Writes a safetensors checkpoint of `shards` files × `tensorsPerShard` tensors of `elements` each,
+/// every tensor sharing one generated buffer (content: a 2:4 pattern of zeros and small values).
+func makeCheckpoint(
+  directory: String, dtype: DType, shards: Int, tensorsPerShard: Int, elements: Int
+) throws -> Int {
+  let info = TensorInfo(name: "t", dtype: dtype, shape: [elements / 4096, 4096])
+  let bytes = info.byteCount!
+  let storage = OwnedBytes(count: bytes)
+  var values = [Float](repeating: 0, count: elements)
+  var state: UInt32 = 1
+  for i in 0..<elements where i % 4 >= 2 {
+    state = state &* 1_664_525 &+ 1_013_904_223
+    values[i] = Float(Int32(bitPattern: state) >> 8) / Float(1 << 23)
+  }
+  try values.withUnsafeBufferPointer { v in
+    try Float32Conversion.narrow(dtype, from: v.baseAddress!, to: storage.pointer, count: elements)
+  }
+  let tensor = try Tensor(info: info, bytes: storage.bytes, owner: storage)
+  var sources: [TensorSource] = []
+  for s in 0..<shards {
+    for t in 0..<tensorsPerShard {
+      let name = "model.layers.\(s).block.\(t).weight"
+      var i = info
+      i.name = name
+      sources.append(TensorSource(info: i) { tensor.renamed(name) })
+    }
+  }
+  mkdir(directory, 0o755)
+  try SafetensorsCheckpoint.write(sources, toDirectory: directory, maxShardSize: shards == 1 ? nil : bytes * tensorsPerShard)
+  return bytes * shards * tensorsPerShard
+}
+
+func removeDirectory(_ path: String) {
+  _ = system("rm -rf '\(path)'")
+}
+
+/// Best of `reps` timings of `body`.
+func best(_ reps: Int, _ body: () throws -> Void) rethrows -> Double {
+  var t = Double.infinity
+  for _ in 0..<reps {
+    let start = now()
+    try body()
+    t = min(t, now() - start)
+  }
+  return t
+}
+
+func benchConvert(directory: String) throws {
+  let dir = directory + "/convert-bf16"
+  // 64 tensors of 8 Mi BF16 elements (16 MiB each): 1.07 GB.
+  let total = try makeCheckpoint(directory: dir, dtype: .bf16, shards: 1, tensorsPerShard: 64, elements: 8 << 20)
+  let checkpoint = try SafetensorsCheckpoint(path: dir)
+  let largest = checkpoint.entries.map(\.entry.dataRange.count).max()!
+  let chunkElements = 2048  // 8 KiB of f32: stays in L1 (128 KiB chunks measured 2.5x slower)
+  let copyBuffer = UnsafeMutableRawPointer.allocate(byteCount: largest, alignment: 64)
+  let floatBuffer = UnsafeMutablePointer<Float>.allocate(capacity: largest / 2)
+  let chunkBuffer = UnsafeMutableRawPointer.allocate(byteCount: chunkElements * 4, alignment: 64)
+  defer {
+    copyBuffer.deallocate()
+    floatBuffer.deallocate()
+    chunkBuffer.deallocate()
+  }
+  memset(copyBuffer, 1, largest)
+  memset(floatBuffer, 1, largest * 2)
+  // Warm the page cache so every pass reads the same cached bytes through the same page faults.
+  for e in checkpoint.entries { _ = try Sparsity.count(checkpoint.tensor(e)) }
+  var checksum: Float = 0  // one value of every chunk is read, so no pass can be optimised away
+
+  func memcpyFull() throws {
+    for e in checkpoint.entries {
+      let t = try checkpoint.tensor(e)
+      memcpy(copyBuffer, t.bytes.baseAddress!, t.bytes.count)
+      checksum += copyBuffer.load(as: Float.self)
+      checkpoint.release(e)
+    }
+  }
+  func convertFull() throws {
+    for e in checkpoint.entries {
+      let t = try checkpoint.tensor(e)
+      try Float32Conversion.widen(.bf16, from: t.bytes.baseAddress!, to: floatBuffer, count: t.elementCount)
+      checksum += floatBuffer[0]
+      checkpoint.release(e)
+    }
+  }
+  func memcpyStreaming() throws {
+    for e in checkpoint.entries {
+      let t = try checkpoint.tensor(e)
+      let chunkBytes = chunkElements * 2  // the same elements per chunk as the conversion
+      var done = 0
+      while done < t.bytes.count {
+        let n = min(chunkBytes, t.bytes.count - done)
+        memcpy(chunkBuffer, t.bytes.baseAddress! + done, n)
+        checksum += chunkBuffer.load(as: Float.self)
+        done += n
+      }
+      checkpoint.release(e)
+    }
+  }
+  func convertStreaming() throws {
+    for e in checkpoint.entries {
+      let t = try checkpoint.tensor(e)
+      try Float32Conversion.widenStreaming(.bf16, from: t.bytes.baseAddress!, count: t.elementCount, chunk: chunkElements) {
+        checksum += $0[0]
+      }
+      checkpoint.release(e)
+    }
+  }
+  func convertAllocating() throws {
+    for e in checkpoint.entries {
+      checksum += try checkpoint.tensor(e).float32()[0]
+      checkpoint.release(e)
+    }
+  }
+  var times = [Double](repeating: .infinity, count: 5)
+  for _ in 0..<5 {  // interleaved, best of five each
+    times[0] = min(times[0], try best(1, memcpyStreaming))
+    times[1] = min(times[1], try best(1, convertStreaming))
+    times[2] = min(times[2], try best(1, memcpyFull))
+    times[3] = min(times[3], try best(1, convertFull))
+    times[4] = min(times[4], try best(1, convertAllocating))
+  }
+  let gb = Double(total) / 1e9
+  func rate(_ t: Double) -> String { "\(fixed(t, 3)) s  \(fixed(gb / t)) GB/s of BF16 in" }
+  say("convert-bf16: \(checkpoint.entries.count) BF16 tensors, \(fixed(gb, 3)) GB in, \(fixed(2 * gb, 3)) GB of f32 out"
+    + " (checksum \(checksum))")
+  say("  streaming, 8 KiB chunks:     memcpy \(rate(times[0]))")
+  say("                              BF16->F32 \(rate(times[1]))  ratio to memcpy: \(fixed(times[0] / times[1], 3))")
+  say("  full-size destination:      memcpy \(rate(times[2]))")
+  say("                              BF16->F32 \(rate(times[3]))  ratio to memcpy: \(fixed(times[2] / times[3], 3))")
+  say("  Tensor.float32() (allocates a fresh array per tensor): \(rate(times[4]))")
+  removeDirectory(dir)
+}
+
+func makeShards(directory: String) throws {
+  // 16 shards × 8 tensors × 16 Mi F32 elements (64 MiB): 8.59 GB.
+  let start = now()
+  let total = try makeCheckpoint(directory: directory, dtype: .f32, shards: 16, tensorsPerShard: 8, elements: 16 << 20)
+  say("make-shards: wrote \(fixed(Double(total) / 1e9, 2)) GB in 16 shards to \(directory) (\(fixed(now() - start, 1)) s)")
+}
+
+/// Runs a command and reports wall time and peak RSS. Call from a fresh, small process.
+func measureRSS(_ command: [String]) {
+  var pid: pid_t = 0
+  var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+  let t0 = now()
+  guard posix_spawnp(&pid, command[0], &actions, nil, &argv, environ) == 0 else {
+    say("rss: cannot run \(command[0])")
+    exit(1)
+  }
+  var status: Int32 = 0
+  var usage = rusage()
+  _ = wait4(pid, &status, 0, &usage)
+  let seconds = now() - t0
+  say("rss: `\(command.joined(separator: " "))`: exit \((status >> 8) & 0xFF), \(fixed(seconds, 2)) s, "
+    + "peak RSS \(fixed(Double(usage.ru_maxrss) / 1024, 1)) MB")
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 3 else {
+  say("usage: espalier-bench convert-bf16 DIR | make-shards DIR | rss COMMAND [ARGS...]")
+  exit(64)
+}
+do {
+  switch arguments[1] {
+  case "convert-bf16":
+    mkdir(arguments[2], 0o755)
+    try benchConvert(directory: arguments[2])
+  case "make-shards": try makeShards(directory: arguments[2])
+  case "rss": measureRSS(Array(arguments[2...]))
+  default:
+    say("unknown benchmark \(arguments[1])")
+    exit(64)
+  }
+} catch {
+  say("benchmark failed: \(error)")
+  exit(1)
+}
