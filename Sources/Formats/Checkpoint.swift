@@ -1,151 +1,110 @@
-// Opening and writing whole checkpoints: one safetensors file, or a directory holding `model.safetensors`
-// or shards with their index. One call opens any of them; tensors are then read by name, zero-copy.
-// (GGUF and HDF5 inputs join here as their readers arrive.)
+// Any checkpoint, opened by its content: safetensors (file or directory), GGUF or HDF5. Each reader
+// presents tensors under HF names in torch order, so everything downstream sees one shape of data.
 
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif
-
-/// A tensor's place in a checkpoint: which file, and where in it.
-public struct CheckpointEntry: Equatable, Sendable {
-  public var file: Int
-  public var entry: SafetensorsEntry
-  public var info: TensorInfo { entry.info }
+/// A checkpoint being read: its tensors, and the side files that belong with them.
+public protocol CheckpointReader: AnyObject {
+  var path: String { get }
+  /// Tensors as `tensor(_:)` returns them: HF names, torch shapes, the dtype delivered.
+  var infos: [TensorInfo] { get }
+  func tensor(_ name: String) throws(FormatError) -> Tensor
+  /// Drops the resident pages of a tensor once a streaming tool is done with it.
+  func release(_ name: String)
+  /// config.json, tokenizer files and the like, copied or generated.
+  func sideFiles() throws(FormatError) -> [SideFile]
+  /// The file that holds a tensor (a shard of a sharded checkpoint; otherwise `path`).
+  func file(of name: String) -> String
+  /// The files the checkpoint's tensors live in.
+  var files: [String] { get }
 }
 
-public final class SafetensorsCheckpoint: @unchecked Sendable {
-  /// The path that was opened (a file or a directory).
-  public let path: String
-  public let files: [SafetensorsFile]
-  public let index: ShardIndex?
-  /// Every tensor: shard by shard in file-name order, data order within a shard.
-  public let entries: [CheckpointEntry]
-  private let byName: [String: Int]
+extension CheckpointReader {
+  public func file(of name: String) -> String { path }
+  public var files: [String] { [path] }
 
-  /// Opens a safetensors file, or a checkpoint directory (sharded with an index, or `model.safetensors`).
-  /// Every problem between an index and its shards is collected and reported together.
-  public init(path: String) throws(FormatError) {
-    self.path = path
-    let directory: String
-    let fileNames: [String]
-    var index: ShardIndex?
-    if FileSystem.isDirectory(path) {
-      directory = path.hasSuffix("/") ? path : path + "/"
-      if FileSystem.exists(directory + ShardIndex.fileName) {
-        let loaded = try ShardIndex(contentsOf: directory + ShardIndex.fileName)
-        index = loaded
-        fileNames = loaded.shardFiles
-        let missing = fileNames.filter { !FileSystem.exists(directory + $0) }
-        if !missing.isEmpty {
-          throw FormatError.many(missing.map { .missingShard(index: directory + ShardIndex.fileName, shard: $0) }).flattened
-        }
-      } else if FileSystem.exists(directory + "model.safetensors") {
-        fileNames = ["model.safetensors"]
-      } else {
-        let candidates = try FileSystem.list(directory).filter { $0.hasSuffix(".safetensors") }.sorted()
-        guard candidates.count == 1 else {
-          throw .notACheckpoint(
-            path: path,
-            reason: candidates.isEmpty
-              ? "no model.safetensors, no \(ShardIndex.fileName) and no other .safetensors file"
-              : "several .safetensors files but no \(ShardIndex.fileName)")
-        }
-        fileNames = candidates
-      }
-    } else {
-      directory = ""
-      fileNames = [path]
-    }
-    self.index = index
-
-    var files: [SafetensorsFile] = []
-    for name in fileNames { files.append(try SafetensorsFile(path: directory + name)) }
-    self.files = files
-
-    var entries: [CheckpointEntry] = []
-    var byName: [String: Int] = [:]
-    var problems: [FormatError] = []
-    for (f, file) in files.enumerated() {
-      for e in file.entries {
-        if let previous = byName[e.info.name] {
-          problems.append(.duplicateTensorAcrossShards(
-            tensor: e.info.name, first: files[entries[previous].file].path, second: file.path))
-          continue
-        }
-        byName[e.info.name] = entries.count
-        entries.append(CheckpointEntry(file: f, entry: e))
-        if let index, index.weightMap[e.info.name] != fileNames[f] {
-          let indexPath = directory + ShardIndex.fileName
-          problems.append(.indexMismatch(
-            index: indexPath,
-            reason: index.weightMap[e.info.name] == nil
-              ? "tensor `\(e.info.name)` in \(fileNames[f]) is not in the weight_map"
-              : "tensor `\(e.info.name)` is mapped to \(index.weightMap[e.info.name]!) but stored in \(fileNames[f])"))
-        }
-      }
-    }
-    if let index {
-      for name in index.weightMap.keys.sorted() where byName[name] == nil {
-        problems.append(.tensorNotFound(file: directory + index.weightMap[name]!, tensor: name))
-      }
-    }
-    if !problems.isEmpty { throw FormatError.many(problems).flattened }
-    self.entries = entries
-    self.byName = byName
-  }
-
-  public var infos: [TensorInfo] { entries.map(\.info) }
-  public func entry(_ name: String) -> CheckpointEntry? { byName[name].map { entries[$0] } }
-  /// Sum of tensor data bytes (what index.json calls total_size).
-  public var totalDataBytes: Int { entries.reduce(0) { $0 + $1.entry.dataRange.count } }
-
-  public func tensor(_ name: String) throws(FormatError) -> Tensor {
-    guard let e = entry(name) else { throw .tensorNotFound(file: path, tensor: name) }
-    return try files[e.file].tensor(e.entry)
-  }
-
-  public func tensor(_ e: CheckpointEntry) throws(FormatError) -> Tensor { try files[e.file].tensor(e.entry) }
-  public func release(_ e: CheckpointEntry) { files[e.file].release(e.entry) }
-  public func adviseSequential(_ e: CheckpointEntry) { files[e.file].adviseSequential(e.entry) }
-
-  /// Sources that read each tensor lazily from this checkpoint (for streaming conversions).
+  /// Sources that read each tensor lazily and drop its pages once written (for streaming conversions).
   public var sources: [TensorSource] {
-    entries.map { e in TensorSource(info: e.info) { try self.tensor(e) } }
+    infos.map { info in
+      TensorSource(info: info, load: { try self.tensor(info.name) }, release: { self.release(info.name) })
+    }
+  }
+}
+
+/// A non-tensor file of a checkpoint directory.
+public struct SideFile: Equatable, Sendable {
+  public enum Content: Equatable, Sendable {
+    case copy(from: String)
+    case text(String)
+  }
+  public var name: String
+  public var content: Content
+
+  public init(name: String, content: Content) {
+    self.name = name
+    self.content = content
   }
 
-  /// Writes tensors as a checkpoint into `directory` (which must exist): one `model.safetensors`, or
-  /// shards of at most `maxShardSize` bytes plus the index. Tensors keep the order given for sharding;
-  /// each shard is written atomically and the index last. Returns the file names written.
-  @discardableResult
-  public static func write(
-    _ sources: [TensorSource], toDirectory directory: String, maxShardSize: Int?,
-    metadata: [String: String]? = SafetensorsWriter.defaultMetadata,
-    progress: ((_ shard: Int, _ of: Int) -> Void)? = nil
-  ) throws(FormatError) -> [String] {
-    var sizes: [Int] = []
-    for s in sources {
-      guard let n = s.info.byteCount else { throw .validationOverflow(file: directory, tensor: s.info.name) }
-      sizes.append(n)
+  /// The files HF tooling keeps beside the weights, copied when present (mergekit's list plus config).
+  public static let hfNames = [
+    "config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
+    "tokenizer.json", "tokenizer.model", "added_tokens.json", "merges.txt", "vocab.json",
+    "chat_template.jinja", "chat_template.json",
+  ]
+
+  /// Writes the file into `directory` atomically.
+  public func write(into directory: String) throws(FormatError) {
+    let target = (directory.hasSuffix("/") ? directory : directory + "/") + name
+    switch content {
+    case .text(let text): try AtomicFile.write(text, to: target)
+    case .copy(let source):
+      let mapped = try MappedFile(path: source)
+      let file = try AtomicFile(path: target)
+      try file.write(mapped.bytes)
+      try file.commit()
     }
-    let plan = maxShardSize.map { ShardPlanner.plan(sizes: sizes, maxShardSize: $0) } ?? [Array(sources.indices)]
-    let dir = directory.hasSuffix("/") ? directory : directory + "/"
-    var names: [String] = []
-    var weightMap: [String: String] = [:]
-    for (i, members) in plan.enumerated() {
-      progress?(i, plan.count)
-      let name = ShardPlanner.shardName(i, of: plan.count)
-      try SafetensorsWriter.write(members.map { sources[$0] }, to: dir + name, metadata: metadata)
-      for m in members { weightMap[sources[m].info.name] = name }
-      names.append(name)
+  }
+}
+
+public enum Checkpoint {
+  public enum Kind: String, Sendable { case safetensors, gguf, hdf5 }
+
+  /// What a file is, by its first bytes: "GGUF", the HDF5 signature, or else safetensors (whose strict
+  /// reader then explains what is wrong).
+  public static func kind(ofFile path: String) throws(FormatError) -> Kind {
+    let mapped = try MappedFile(path: path)
+    let b = mapped.bytes
+    if b.count >= 4, b.loadUnaligned(as: UInt32.self) == 0x4655_4747 { return .gguf }
+    let hdf5: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+    if b.count >= 8, Array(b[0..<8]) == hdf5 { return .hdf5 }
+    return .safetensors
+  }
+
+  /// Opens a file by its content, or a directory by what it holds (safetensors first, then a single
+  /// .gguf, then a single .h5/.hdf5 file).
+  public static func open(_ path: String) throws(FormatError) -> any CheckpointReader {
+    if FileSystem.isDirectory(path) {
+      let names = try FileSystem.list(path)
+      if names.contains(where: { $0.hasSuffix(".safetensors") || $0 == ShardIndex.fileName }) {
+        return try SafetensorsCheckpoint(path: path)
+      }
+      let dir = path.hasSuffix("/") ? path : path + "/"
+      for suffixes in [[".gguf"], [".h5", ".hdf5"]] {
+        let found = names.filter { n in suffixes.contains { n.hasSuffix($0) } }.sorted()
+        if found.count == 1 { return try open(dir + found[0]) }
+        if found.count > 1 {
+          throw .notACheckpoint(path: path, reason: "several \(suffixes[0]) files; name the one to read")
+        }
+      }
+      throw .notACheckpoint(path: path, reason: "no .safetensors, .gguf or .h5 file")
     }
-    if plan.count > 1 {
-      let index = ShardIndex(weightMap: weightMap, totalSize: sizes.reduce(0, +))
-      try AtomicFile.write(index.json(), to: dir + ShardIndex.fileName)
-      names.append(ShardIndex.fileName)
+    switch try kind(ofFile: path) {
+    case .gguf: return try GGUFCheckpoint(path: path)
+    case .hdf5: return try HDF5Checkpoint(path: path)
+    case .safetensors:
+      for (suffix, format) in [(".gguf", "GGUF"), (".h5", "HDF5"), (".hdf5", "HDF5")] where path.hasSuffix(suffix) {
+        throw .notACheckpoint(path: path, reason: "named like \(format) but does not start with the \(format) signature")
+      }
+      return try SafetensorsCheckpoint(path: path)
     }
-    return names
   }
 }
 
@@ -154,30 +113,5 @@ extension FormatError {
   var flattened: FormatError {
     if case .many(let list) = self, list.count == 1 { return list[0] }
     return self
-  }
-}
-
-/// The few file-system questions the readers ask, without Foundation.
-enum FileSystem {
-  static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
-
-  static func isDirectory(_ path: String) -> Bool {
-    var info = stat()
-    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-  }
-
-  static func list(_ directory: String) throws(FormatError) -> [String] {
-    guard let dir = opendir(directory) else {
-      throw .io(file: directory, reason: "cannot list: \(systemErrorText())")
-    }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-        String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-      }
-      if name != "." && name != ".." { names.append(name) }
-    }
-    return names
   }
 }

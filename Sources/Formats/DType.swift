@@ -94,3 +94,72 @@ public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvert
     }
   }
 }
+
+// MARK: - ggml tensor types (GGUF)
+
+/// A ggml tensor type: an element type or a block-quantised format. Ids are ggml's and never renumbered
+/// (formats.md §4.3); removed ids (4, 5, 31–33, 36–38) have no entry, so readers reject them.
+public struct GGMLType: Hashable, Sendable, CustomStringConvertible {
+  public let id: UInt32
+  public let name: String
+  /// Elements per block (1 for plain element types).
+  public let blockSize: Int
+  /// Bytes per block.
+  public let typeSize: Int
+
+  public var description: String { name }
+
+  /// The plain element type this ggml type stores, if it is not quantised.
+  public var elementType: DType? {
+    switch id {
+    case 0: return .f32
+    case 1: return .f16
+    case 24: return .i8
+    case 25: return .i16
+    case 26: return .i32
+    case 27: return .i64
+    case 28: return .f64
+    case 30: return .bf16
+    default: return nil
+    }
+  }
+
+  /// Bytes of a row of `ne0` elements, or nil when `ne0` is not a whole number of blocks.
+  public func rowBytes(_ ne0: Int) -> Int? { ne0 % blockSize == 0 ? ne0 / blockSize * typeSize : nil }
+
+  public init?(id: UInt32) {
+    guard let entry = GGMLType.table.first(where: { $0.id == id }) else { return nil }
+    self = entry
+  }
+
+  private init(_ id: UInt32, _ name: String, _ blockSize: Int, _ typeSize: Int) {
+    self.id = id
+    self.name = name
+    self.blockSize = blockSize
+    self.typeSize = typeSize
+  }
+
+  public static let f32 = GGMLType(0, "F32", 1, 4)
+  public static let f16 = GGMLType(1, "F16", 1, 2)
+  public static let q4_0 = GGMLType(2, "Q4_0", 32, 18)
+  public static let q4_1 = GGMLType(3, "Q4_1", 32, 20)
+  public static let q8_0 = GGMLType(8, "Q8_0", 32, 34)
+  public static let q4_K = GGMLType(12, "Q4_K", 256, 144)
+  public static let q6_K = GGMLType(14, "Q6_K", 256, 210)
+  public static let bf16 = GGMLType(30, "BF16", 1, 2)
+
+  /// Every id with known sizes: gguf-py 0.19.0's GGML_QUANT_SIZES (fixtures/gguf/ggml_quant_sizes.json
+  /// is checked against this table). Q2_0 (42) is too new to be listed there, so it reads as unknown.
+  public static let table: [GGMLType] = [
+    f32, f16, q4_0, q4_1,
+    GGMLType(6, "Q5_0", 32, 22), GGMLType(7, "Q5_1", 32, 24), q8_0, GGMLType(9, "Q8_1", 32, 40),
+    GGMLType(10, "Q2_K", 256, 84), GGMLType(11, "Q3_K", 256, 110), q4_K, GGMLType(13, "Q5_K", 256, 176),
+    q6_K, GGMLType(15, "Q8_K", 256, 292), GGMLType(16, "IQ2_XXS", 256, 66), GGMLType(17, "IQ2_XS", 256, 74),
+    GGMLType(18, "IQ3_XXS", 256, 98), GGMLType(19, "IQ1_S", 256, 50), GGMLType(20, "IQ4_NL", 32, 18),
+    GGMLType(21, "IQ3_S", 256, 110), GGMLType(22, "IQ2_S", 256, 82), GGMLType(23, "IQ4_XS", 256, 136),
+    GGMLType(24, "I8", 1, 1), GGMLType(25, "I16", 1, 2), GGMLType(26, "I32", 1, 4), GGMLType(27, "I64", 1, 8),
+    GGMLType(28, "F64", 1, 8), GGMLType(29, "IQ1_M", 256, 56), bf16, GGMLType(34, "TQ1_0", 256, 54),
+    GGMLType(35, "TQ2_0", 256, 66), GGMLType(39, "MXFP4", 32, 17), GGMLType(40, "NVFP4", 64, 36),
+    GGMLType(41, "Q1_0", 128, 18),
+  ]
+}

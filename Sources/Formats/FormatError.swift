@@ -26,6 +26,14 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
   case notACheckpoint(path: String, reason: String)
   case invalidSize(text: String)
 
+  // GGUF and HDF5
+  case gguf(file: String, problem: GGUFProblem)
+  case unsupportedGGMLType(file: String, tensor: String, type: String)
+  case hdf5(file: String, reason: String)
+  case invalidPermutation(rows: Int, heads: Int)
+  case unsupportedArchitecture(file: String, architecture: String)
+  case missingMetadata(file: String, key: String)
+
   // conversions and I/O
   case unsupportedConversion(from: DType, to: DType)
   case io(file: String, reason: String)
@@ -54,6 +62,15 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
     case .indexMismatch(let i, let r): return "\(i): \(r)"
     case .notACheckpoint(let p, let r): return "\(p): not a checkpoint: \(r)"
     case .invalidSize(let t): return "invalid size `\(t)` (expected e.g. 5GB, 500MB, 2GiB or a byte count)"
+    case .gguf(let f, let p): return "\(f): \(p)"
+    case .unsupportedGGMLType(let f, let t, let type):
+      return "\(f): tensor `\(t)` has ggml type \(type), which cannot be dequantised here "
+        + "(supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)"
+    case .hdf5(let f, let r): return "\(f): \(r)"
+    case .invalidPermutation(let r, let h): return "cannot undo the Q/K permutation: \(r) rows do not split into \(h) heads of even size"
+    case .unsupportedArchitecture(let f, let a):
+      return "\(f): architecture `\(a)` is not supported (Llama-family GGUF files use `llama`)"
+    case .missingMetadata(let f, let k): return "\(f): metadata key `\(k)` is missing"
     case .unsupportedConversion(let a, let b): return "conversion from \(a) to \(b) is not supported"
     case .io(let f, let r): return "\(f): \(r)"
     case .many(let errors): return errors.map(\.description).joined(separator: "\n")

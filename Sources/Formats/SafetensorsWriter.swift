@@ -9,10 +9,13 @@
 public struct TensorSource: @unchecked Sendable {
   public var info: TensorInfo
   public var load: () throws -> Tensor
+  /// Called once the tensor has been written, so a streaming source can drop its pages.
+  public var release: (() -> Void)?
 
-  public init(info: TensorInfo, load: @escaping () throws -> Tensor) {
+  public init(info: TensorInfo, load: @escaping () throws -> Tensor, release: (() -> Void)? = nil) {
     self.info = info
     self.load = load
+    self.release = release
   }
 
   /// A source for a tensor already in memory (or mapped).
@@ -98,7 +101,8 @@ public enum SafetensorsWriter {
         guard tensor.dtype == info.dtype, tensor.shape == info.shape else {
           throw FormatError.tensorInvalidInfo(file: path, tensor: info.name)
         }
-        try file.write(tensor.bytes)
+        try tensor.withUnsafeBytes { (b) throws(FormatError) in try file.write(b) }
+        byName[info.name]!.release?()
       }
       try file.commit()
     } catch {

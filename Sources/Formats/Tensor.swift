@@ -43,15 +43,26 @@ public final class OwnedBytes: @unchecked Sendable {
 
 public struct Tensor: @unchecked Sendable {
   public let info: TensorInfo
-  /// The raw little-endian, row-major bytes.
-  public let bytes: UnsafeRawBufferPointer
-  /// The mapped file or owned buffer `bytes` points into.
+  /// The raw little-endian, row-major bytes; reached only through `withUnsafeBytes`, which keeps the
+  /// owner alive for the duration (a bare pointer could outlive the buffer it points into).
+  private let storage: UnsafeRawBufferPointer
+  /// The mapped file or owned buffer `storage` points into.
   private let owner: AnyObject?
 
   public var name: String { info.name }
   public var dtype: DType { info.dtype }
   public var shape: [Int] { info.shape }
   public var elementCount: Int { info.elementCount ?? 0 }
+  public var byteCount: Int { storage.count }
+
+  /// Runs `body` over the tensor's bytes while the memory that holds them is guaranteed alive.
+  public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    defer { withExtendedLifetime(owner) {} }
+    return try body(storage)
+  }
+
+  /// A copy of the bytes (for tests and small tensors).
+  public var byteArray: [UInt8] { withUnsafeBytes { Array($0) } }
 
   /// A view over bytes kept alive by `owner`; the byte count must match dtype and shape exactly.
   public init(info: TensorInfo, bytes: UnsafeRawBufferPointer, owner: AnyObject?) throws(FormatError) {
@@ -63,7 +74,7 @@ public struct Tensor: @unchecked Sendable {
 
   private init(validated info: TensorInfo, bytes: UnsafeRawBufferPointer, owner: AnyObject?) {
     self.info = info
-    self.bytes = bytes
+    self.storage = bytes
     self.owner = owner
   }
 
@@ -92,8 +103,9 @@ public struct Tensor: @unchecked Sendable {
     let n = elementCount
     guard dtype.convertsToFloat32 else { throw .unsupportedConversion(from: dtype, to: .f32) }
     if n == 0 { return [] }
-    let source = bytes.baseAddress!
+    let source = storage.baseAddress!
     let dtype = dtype
+    defer { withExtendedLifetime(owner) {} }
     do {
       return try [Float](unsafeUninitializedCapacity: n) { out, initialized in
         try Float32Conversion.widen(dtype, from: source, to: out.baseAddress!, count: n)
@@ -102,21 +114,39 @@ public struct Tensor: @unchecked Sendable {
     } catch let error as FormatError { throw error } catch { throw .io(file: name, reason: "\(error)") }
   }
 
-  /// A copy stored as `target`, converting through f32 (a no-op copy when the dtype already matches).
+  /// A copy stored as `target`, converting through f32 in L1-sized chunks (no full-size f32 copy).
   public func converted(to target: DType) throws(FormatError) -> Tensor {
-    if target == dtype {
-      let storage = OwnedBytes(count: bytes.count)
-      if bytes.count > 0 { storage.mutableBytes.copyMemory(from: bytes) }
-      return try Tensor(info: info, bytes: storage.bytes, owner: storage)
+    let info = TensorInfo(name: name, dtype: target, shape: shape)
+    guard let byteCount = info.byteCount else { throw .validationOverflow(file: name, tensor: name) }
+    let output = OwnedBytes(count: byteCount)
+    try withUnsafeBytes { (bytes) throws(FormatError) in
+      try convert(bytes, into: output, as: target)
     }
-    let values = try float32()
-    return try Tensor(name: name, shape: shape, float32: values, as: target)
+    return try Tensor(info: info, bytes: output.bytes, owner: output)
+  }
+
+  private func convert(_ bytes: UnsafeRawBufferPointer, into storage: OwnedBytes, as target: DType) throws(FormatError) {
+    if target == dtype {
+      if bytes.count > 0 { storage.mutableBytes.copyMemory(from: bytes) }
+    } else if target == .f32 {
+      guard dtype.convertsToFloat32 else { throw .unsupportedConversion(from: dtype, to: target) }
+      let out = storage.pointer.bindMemory(to: Float.self, capacity: max(1, elementCount))
+      if elementCount > 0 { try Float32Conversion.widen(dtype, from: bytes.baseAddress!, to: out, count: elementCount) }
+    } else if elementCount > 0 {
+      guard dtype.convertsToFloat32 else { throw .unsupportedConversion(from: dtype, to: target) }
+      var done = 0
+      let outBytesPerElement = target.bits / 8
+      try Float32Conversion.widenStreaming(dtype, from: bytes.baseAddress!, count: elementCount) { (chunk) throws(FormatError) in
+        try Float32Conversion.narrow(target, from: chunk.baseAddress!, to: storage.pointer + done * outBytesPerElement, count: chunk.count)
+        done += chunk.count
+      }
+    }
   }
 
   /// The same bytes under another name (for renaming on write).
   public func renamed(_ newName: String) -> Tensor {
     var newInfo = info
     newInfo.name = newName
-    return Tensor(validated: newInfo, bytes: bytes, owner: owner)
+    return Tensor(validated: newInfo, bytes: storage, owner: owner)
   }
 }

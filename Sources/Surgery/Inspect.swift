@@ -1,4 +1,4 @@
-// What `espalier inspect` reports about a checkpoint: tensors, sizes, exact-zero sparsity and N:M
+// What `espalier inspect` reports about a checkpoint (safetensors, GGUF or HDF5): tensors, sizes, exact-zero sparsity and N:M
 // conformance. Streams tensor by tensor and releases each tensor's pages when done, so resident
 // memory stays at O(largest tensor) however large the checkpoint.
 
@@ -37,26 +37,26 @@ public struct CheckpointReport: Equatable, Sendable {
 
 public enum Inspector {
   /// Builds the report. With `readData` false only headers are read (no sparsity, no pattern).
+  /// GGUF tensors are reported as they are read (dequantised to f32, HF names).
   public static func inspect(
-    _ checkpoint: SafetensorsCheckpoint, pattern: NMPattern?, readData: Bool = true,
+    _ checkpoint: any CheckpointReader, pattern: NMPattern?, readData: Bool = true,
     progress: ((_ done: Int, _ total: Int) -> Void)? = nil
   ) throws(FormatError) -> CheckpointReport {
     var reports: [TensorReport] = []
-    reports.reserveCapacity(checkpoint.entries.count)
-    for (i, e) in checkpoint.entries.enumerated() {
+    let infos = checkpoint.infos
+    reports.reserveCapacity(infos.count)
+    for (i, info) in infos.enumerated() {
       var report = TensorReport(
-        info: e.info, file: checkpoint.files[e.file].path, bytes: e.entry.dataRange.count, sparsity: nil, pattern: nil)
+        info: info, file: checkpoint.file(of: info.name), bytes: info.byteCount ?? 0, sparsity: nil, pattern: nil)
       if readData {
-        checkpoint.adviseSequential(e)
-        let tensor = try checkpoint.tensor(e)
+        let tensor = try checkpoint.tensor(info.name)
         report.sparsity = Sparsity.count(tensor)
         if let pattern { report.pattern = Sparsity.check(tensor, pattern: pattern) }
-        checkpoint.release(e)
+        checkpoint.release(info.name)
       }
       reports.append(report)
-      progress?(i + 1, checkpoint.entries.count)
+      progress?(i + 1, infos.count)
     }
-    return CheckpointReport(
-      path: checkpoint.path, files: checkpoint.files.map(\.path), tensors: reports, pattern: pattern)
+    return CheckpointReport(path: checkpoint.path, files: checkpoint.files, tensors: reports, pattern: pattern)
   }
 }

@@ -48,16 +48,16 @@ public enum Sparsity {
   /// Counts exact zeros. Nil for dtypes whose zero cannot be read bit by bit here (sub-byte, complex).
   public static func count(_ tensor: Tensor) -> SparsityStats? {
     let n = tensor.elementCount
-    let b = tensor.bytes
-    let zeros: Int
+    guard let word = zeroWord(tensor.dtype) else { return nil }
     // One case per word size, so each kernel is specialised (no generic dispatch per element).
-    switch zeroWord(tensor.dtype) {
-    case .u8(let mask)?: zeros = countZeros(b, n, mask: mask)
-    case .u16(let mask)?: zeros = countZeros(b, n, mask: mask)
-    case .u32(let mask)?: zeros = countZeros(b, n, mask: mask)
-    case .u64(let mask)?: zeros = countZeros(b, n, mask: mask)
-    case .noZero?: zeros = 0
-    case nil: return nil
+    let zeros = tensor.withUnsafeBytes { b in
+      switch word {
+      case .u8(let mask): return countZeros(b, n, mask: mask)
+      case .u16(let mask): return countZeros(b, n, mask: mask)
+      case .u32(let mask): return countZeros(b, n, mask: mask)
+      case .u64(let mask): return countZeros(b, n, mask: mask)
+      case .noZero: return 0
+      }
     }
     return SparsityStats(elements: n, zeros: zeros)
   }
@@ -68,14 +68,15 @@ public enum Sparsity {
     guard tensor.shape.count >= 2, let cols = tensor.shape.last, let word = zeroWord(tensor.dtype) else { return nil }
     guard cols % pattern.m == 0 else { return PatternStats(pattern: pattern, groups: 0, violations: 0, shapeFits: false) }
     let groups = tensor.elementCount / pattern.m
-    let (b, m, n) = (tensor.bytes, pattern.m, pattern.n)
-    let violations: Int
-    switch word {
-    case .u8(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
-    case .u16(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
-    case .u32(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
-    case .u64(let mask): violations = countViolations(b, groups: groups, m: m, n: n, mask: mask)
-    case .noZero: violations = n == 0 ? 0 : groups
+    let (m, n) = (pattern.m, pattern.n)
+    let violations = tensor.withUnsafeBytes { b in
+      switch word {
+      case .u8(let mask): return countViolations(b, groups: groups, m: m, n: n, mask: mask)
+      case .u16(let mask): return countViolations(b, groups: groups, m: m, n: n, mask: mask)
+      case .u32(let mask): return countViolations(b, groups: groups, m: m, n: n, mask: mask)
+      case .u64(let mask): return countViolations(b, groups: groups, m: m, n: n, mask: mask)
+      case .noZero: return n == 0 ? 0 : groups
+      }
     }
     return PatternStats(pattern: pattern, groups: groups, violations: violations, shapeFits: true)
   }

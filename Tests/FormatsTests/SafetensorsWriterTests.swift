@@ -75,7 +75,7 @@ import Testing
     for t in tensors {
       let back = try file.tensor(t.name)
       #expect(back.info == t.info)
-      #expect(Array(back.bytes) == Array(t.bytes))
+      #expect(back.byteArray == t.byteArray)
     }
     // Written files are aligned: every tensor starts at a multiple of its element size.
     for e in file.entries where dtype.bits >= 8 {

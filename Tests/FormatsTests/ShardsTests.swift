@@ -67,7 +67,7 @@ import Testing
       #expect(try readBytes(dir.file(name)) == readBytes(Fixtures.path("safetensors/sharded/" + name)), "\(name)")
     }
     let back = try SafetensorsCheckpoint(path: dir.path)
-    for name in order { #expect(Array(try back.tensor(name).bytes) == Array(try source.tensor(name).bytes)) }
+    for name in order { #expect(try back.tensor(name).byteArray == source.tensor(name).byteArray) }
   }
 
   @Test func singleShardIsAPlainModelFile() throws {

@@ -76,6 +76,17 @@ import Testing
     for flag in ["--pattern", "--headers-only", "--json"] { #expect(r.stdout.contains(flag)) }
   }
 
+  @Test func inspectsGGUFAndHDF5() throws {
+    let gguf = try Tools.run("espalier-inspect", [Tools.fixtures + "/gguf/tiny-llama.q8_0.gguf", "--json"])
+    #expect(gguf.status == 0, "\(gguf.stderr)")
+    let g = try #require(try JSONSerialization.jsonObject(with: Data(gguf.stdout.utf8)) as? [String: Any])
+    #expect(g["tensor_count"] as? Int == 21)
+    #expect((g["tensors"] as? [[String: Any]])?.contains { $0["name"] as? String == "model.layers.1.self_attn.k_proj.weight" } == true)
+    let h5 = try Tools.run("espalier-inspect", [Tools.fixtures + "/hdf5/keras_legacy.h5"])
+    #expect(h5.status == 0, "\(h5.stderr)")
+    #expect(h5.stdout.contains("dense/dense/kernel:0"))
+  }
+
   @Test func headersOnlyReadsNoData() throws {
     let r = try Tools.run("espalier-inspect", [Tools.fixtures + "/tiny-llama/model.safetensors", "--headers-only", "--json"])
     #expect(r.status == 0)

@@ -6,6 +6,8 @@
 //                      (chunks into one cache-resident buffer, as conversions stream) and into a
 //                      full-size destination.
 //   make-shards DIR    writes a 16-shard >= 8 GB F32 checkpoint (2:4-sparse content) into DIR.
+//   convert GGUF DIR   SmolLM2 Q4_1 GGUF -> F32 safetensors directory, then safetensors -> HDF5 -> safetensors,
+//                      each in MB/s of output against a memcpy of the same number of bytes.
 //   rss CMD ARGS...    runs a command, prints its wall time and peak RSS (wait4). Run it from a fresh
 //                      process: Linux folds the parent's high-water RSS into an exec'd child's maxrss.
 //
@@ -103,39 +105,41 @@ func benchConvert(directory: String) throws {
 
   func memcpyFull() throws {
     for e in checkpoint.entries {
-      let t = try checkpoint.tensor(e)
-      memcpy(copyBuffer, t.bytes.baseAddress!, t.bytes.count)
+      _ = try checkpoint.tensor(e).withUnsafeBytes { memcpy(copyBuffer, $0.baseAddress!, $0.count) }
       checksum += copyBuffer.load(as: Float.self)
       checkpoint.release(e)
     }
   }
   func convertFull() throws {
     for e in checkpoint.entries {
-      let t = try checkpoint.tensor(e)
-      try Float32Conversion.widen(.bf16, from: t.bytes.baseAddress!, to: floatBuffer, count: t.elementCount)
+      try checkpoint.tensor(e).withUnsafeBytes { (b) throws(FormatError) in
+        try Float32Conversion.widen(.bf16, from: b.baseAddress!, to: floatBuffer, count: b.count / 2)
+      }
       checksum += floatBuffer[0]
       checkpoint.release(e)
     }
   }
   func memcpyStreaming() throws {
     for e in checkpoint.entries {
-      let t = try checkpoint.tensor(e)
       let chunkBytes = chunkElements * 2  // the same elements per chunk as the conversion
-      var done = 0
-      while done < t.bytes.count {
-        let n = min(chunkBytes, t.bytes.count - done)
-        memcpy(chunkBuffer, t.bytes.baseAddress! + done, n)
-        checksum += chunkBuffer.load(as: Float.self)
-        done += n
+      try checkpoint.tensor(e).withUnsafeBytes { b in
+        var done = 0
+        while done < b.count {
+          let n = min(chunkBytes, b.count - done)
+          memcpy(chunkBuffer, b.baseAddress! + done, n)
+          checksum += chunkBuffer.load(as: Float.self)
+          done += n
+        }
       }
       checkpoint.release(e)
     }
   }
   func convertStreaming() throws {
     for e in checkpoint.entries {
-      let t = try checkpoint.tensor(e)
-      try Float32Conversion.widenStreaming(.bf16, from: t.bytes.baseAddress!, count: t.elementCount, chunk: chunkElements) {
-        checksum += $0[0]
+      try checkpoint.tensor(e).withUnsafeBytes { (b) throws(FormatError) in
+        try Float32Conversion.widenStreaming(.bf16, from: b.baseAddress!, count: b.count / 2, chunk: chunkElements) {
+          checksum += $0[0]
+        }
       }
       checkpoint.release(e)
     }
@@ -173,6 +177,46 @@ func makeShards(directory: String) throws {
   say("make-shards: wrote \(fixed(Double(total) / 1e9, 2)) GB in 16 shards to \(directory) (\(fixed(now() - start, 1)) s)")
 }
 
+func benchConvertFormats(gguf: String, directory: String) throws {
+  let hf = directory + "/smollm2-f32"
+  let h5 = directory + "/smollm2.h5"
+  let back = directory + "/smollm2-back.safetensors"
+  func run(_ input: String, _ output: String, _ dtype: DType?) throws -> (Double, Int) {
+    var report: ConvertReport?
+    let t = try best(2) {
+      report = try Converter.convert(input: input, output: output, options: ConvertOptions(dtype: dtype, overwrite: true))
+    }
+    return (t, report!.bytesOut)
+  }
+  let (tGGUF, bytes) = try run(gguf, hf, .f32)
+  let (tToH5, _) = try run(hf, h5, nil)
+  let (tFromH5, _) = try run(h5, back, nil)
+  // memcpy of the same number of bytes, between two pre-faulted buffers.
+  let src = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+  let dst = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+  defer {
+    src.deallocate()
+    dst.deallocate()
+  }
+  // Varied content: a memcpy from memset memory can be folded into a memset by the optimiser.
+  for i in 0..<(bytes / 8) { src.storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15, toByteOffset: 8 * i, as: UInt64.self) }
+  memset(dst, 2, bytes)
+  var touched: UInt8 = 0  // read the copy back, so it cannot be optimised away
+  let tCopy = best(3) {
+    memcpy(dst, src, bytes)
+    touched &+= dst.load(fromByteOffset: bytes / 2, as: UInt8.self)
+  }
+  let mb = Double(bytes) / 1e6
+  func line(_ label: String, _ t: Double) -> String {
+    "  \(label)\(fixed(t, 3)) s  \(fixed(mb / t, 0)) MB/s  (memcpy / this: \(fixed(tCopy / t, 3)))"
+  }
+  say("convert: SmolLM2-135M, \(fixed(mb, 1)) MB of F32 tensors out; best of 2 runs, page cache warm (\(touched))")
+  say("  memcpy of \(fixed(mb, 1)) MB              \(fixed(tCopy, 3)) s  \(fixed(mb / tCopy, 0)) MB/s")
+  say(line("GGUF Q4_1 -> F32 safetensors dir   ", tGGUF))
+  say(line("safetensors -> HDF5                ", tToH5))
+  say(line("HDF5 -> safetensors                ", tFromH5))
+}
+
 /// Runs a command and reports wall time and peak RSS. Call from a fresh, small process.
 func measureRSS(_ command: [String]) {
   var pid: pid_t = 0
@@ -195,7 +239,7 @@ func measureRSS(_ command: [String]) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-  say("usage: espalier-bench convert-bf16 DIR | make-shards DIR | rss COMMAND [ARGS...]")
+  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | rss COMMAND [ARGS...]")
   exit(64)
 }
 do {
@@ -204,6 +248,9 @@ do {
     mkdir(arguments[2], 0o755)
     try benchConvert(directory: arguments[2])
   case "make-shards": try makeShards(directory: arguments[2])
+  case "convert" where arguments.count >= 4:
+    mkdir(arguments[3], 0o755)
+    try benchConvertFormats(gguf: arguments[2], directory: arguments[3])
   case "rss": measureRSS(Array(arguments[2...]))
   default:
     say("unknown benchmark \(arguments[1])")

@@ -45,3 +45,15 @@ public final class Progress {
     }
   }
 }
+
+/// Wall-clock time since creation, for summaries.
+public struct Stopwatch {
+  private let start: Double
+  public init() { start = Stopwatch.now() }
+  public var seconds: Double { Stopwatch.now() - start }
+  static func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+  }
+}

@@ -11,12 +11,13 @@ struct InspectCommand: ParsableCommand {
     commandName: "espalier-inspect",
     abstract: "List the tensors of a checkpoint with their sizes, sparsity and N:M conformance.",
     discussion: """
-      PATH is a .safetensors file or a checkpoint directory (model.safetensors, or shards with \
-      model.safetensors.index.json). Sparsity counts exact zeros (-0.0 is zero). Reads one tensor at a \
+      PATH is a .safetensors file, a checkpoint directory (model.safetensors, or shards with \
+      model.safetensors.index.json), a GGUF file (tensors shown dequantised, under HF names) or an HDF5 \
+      file. Sparsity counts exact zeros (-0.0 is zero). Reads one tensor at a \
       time, so memory stays at the size of the largest tensor. Exit status: 0 read, 2 unreadable input.
       """)
 
-  @Argument(help: "A .safetensors file or a checkpoint directory.", completion: .file())
+  @Argument(help: "A .safetensors file, a checkpoint directory, a .gguf or an HDF5 file.", completion: .file())
   var path: String
 
   @Option(help: "Check N:M conformance: at least N zeros in every group of M along the last dimension (e.g. 2:4).")
@@ -38,8 +39,8 @@ struct InspectCommand: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       let nm = try pattern.map { try NMPattern(parsing: $0) }
-      let checkpoint = try SafetensorsCheckpoint(path: path)
-      let progress = Progress("inspect", total: checkpoint.entries.count)
+      let checkpoint = try Checkpoint.open(path)
+      let progress = Progress("inspect", total: checkpoint.infos.count)
       let report = try Inspector.inspect(checkpoint, pattern: nm, readData: !headersOnly) { done, _ in
         progress.update(done)
       }

@@ -8,6 +8,7 @@
 #endif
 
 let verbs = [
+  ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, with a dtype"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
 ]
 

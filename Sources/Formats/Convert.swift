@@ -1,0 +1,153 @@
+// `espalier convert`: any checkpoint in, safetensors (one file or a sharded directory with its side
+// files) or HDF5 out, optionally changing the float dtype. Streams one tensor at a time, so memory stays
+// at O(largest tensor). A directory output is built under a temporary name and renamed into place.
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+public struct ConvertOptions: Sendable {
+  public enum OutputFormat: String, Sendable { case safetensors, hdf5 }
+  /// Target dtype of floating-point tensors; nil keeps each tensor's dtype (integers always keep theirs).
+  public var dtype: DType?
+  /// Shard budget for directory output (decimal bytes); nil writes one file.
+  public var maxShardSize: Int?
+  /// Replace an existing output.
+  public var overwrite: Bool
+
+  public init(dtype: DType? = nil, maxShardSize: Int? = 5_000_000_000, overwrite: Bool = false) {
+    self.dtype = dtype
+    self.maxShardSize = maxShardSize
+    self.overwrite = overwrite
+  }
+}
+
+public struct ConvertReport: Sendable {
+  public var input: String
+  public var inputKind: String
+  public var output: String
+  public var outputFormat: ConvertOptions.OutputFormat
+  public var tensors: Int
+  public var bytesIn: Int
+  public var bytesOut: Int
+  /// Files written (relative to the output directory, or the output file itself).
+  public var files: [String]
+  public var notes: [String]
+}
+
+public enum Converter {
+  /// How an output path is written: `.h5`/`.hdf5` -> one HDF5 file; `.safetensors` -> one safetensors
+  /// file; anything else -> a checkpoint directory (sharded safetensors + config and tokenizer files).
+  public static func outputFormat(of path: String) -> (ConvertOptions.OutputFormat, directory: Bool) {
+    if path.hasSuffix(".h5") || path.hasSuffix(".hdf5") { return (.hdf5, false) }
+    if path.hasSuffix(".safetensors") { return (.safetensors, false) }
+    return (.safetensors, true)
+  }
+
+  public static func convert(
+    input: String, output: String, options: ConvertOptions,
+    progress: ((_ done: Int, _ total: Int) -> Void)? = nil
+  ) throws(FormatError) -> ConvertReport {
+    let reader = try Checkpoint.open(input)
+    let (format, isDirectory) = outputFormat(of: output)
+    if FileSystem.exists(output) && !options.overwrite {
+      throw .io(file: output, reason: "already exists (pass --overwrite to replace it)")
+    }
+    var done = 0
+    let total = reader.infos.count
+    let sources = reader.sources.map { source -> TensorSource in
+      var s = source
+      let target = targetType(source.info.dtype, options.dtype)
+      s.info.dtype = target
+      s.load = {
+        let tensor = try source.load()
+        return tensor.dtype == target ? tensor : try tensor.converted(to: target)
+      }
+      s.release = {
+        source.release?()
+        done += 1
+        progress?(done, total)
+      }
+      return s
+    }
+    let sideFiles = try reader.sideFiles()
+    var files: [String]
+    if isDirectory {
+      files = try writeDirectory(sources, sideFiles: sideFiles, to: output, options: options)
+    } else {
+      let temporary = output + ".partial-\(getpid())"
+      do throws(FormatError) {
+        if format == .hdf5 {
+          try HDF5Writer.write(sources, to: temporary)
+        } else {
+          try SafetensorsWriter.write(sources, to: temporary)
+        }
+        try replace(output, with: temporary)
+      } catch {
+        unlink(temporary)
+        throw error
+      }
+      files = [output]
+    }
+    var notes: [String] = []
+    if let gguf = reader as? GGUFCheckpoint { notes += gguf.notes }
+    if let hdf5 = reader as? HDF5Checkpoint { notes += hdf5.notes }
+    if !isDirectory && !sideFiles.isEmpty {
+      notes.append("single-file output: \(sideFiles.map(\.name).joined(separator: ", ")) not written (give a directory to keep them)")
+    }
+    let bytesIn = reader.infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
+    let bytesOut = sources.reduce(0) { $0 + ($1.info.byteCount ?? 0) }
+    return ConvertReport(
+      input: input, inputKind: kindName(reader), output: output, outputFormat: format, tensors: total,
+      bytesIn: bytesIn, bytesOut: bytesOut, files: files, notes: notes)
+  }
+
+  static func targetType(_ dtype: DType, _ requested: DType?) -> DType {
+    guard let requested, dtype.isFloatingPoint, dtype.convertsToFloat32 else { return dtype }
+    return requested
+  }
+
+  static func kindName(_ reader: any CheckpointReader) -> String {
+    switch reader {
+    case is GGUFCheckpoint: return "gguf"
+    case is HDF5Checkpoint: return "hdf5"
+    default: return "safetensors"
+    }
+  }
+
+  /// Builds the directory under a temporary name beside it, then renames it into place.
+  static func writeDirectory(
+    _ sources: [TensorSource], sideFiles: [SideFile], to output: String, options: ConvertOptions
+  ) throws(FormatError) -> [String] {
+    let trimmed = output.hasSuffix("/") ? String(output.dropLast()) : output
+    let temporary = trimmed + ".partial-\(getpid())"
+    guard mkdir(temporary, 0o755) == 0 else { throw .io(file: temporary, reason: "cannot create: \(systemErrorText())") }
+    do throws(FormatError) {
+      var files = try SafetensorsCheckpoint.write(sources, toDirectory: temporary, maxShardSize: options.maxShardSize)
+      for side in sideFiles {
+        try side.write(into: temporary)
+        files.append(side.name)
+      }
+      try replace(trimmed, with: temporary)
+      return files
+    } catch {
+      FileSystem.removeTree(temporary)
+      throw error
+    }
+  }
+
+  /// Moves `temporary` to `path`, replacing what is there (the caller checked --overwrite).
+  static func replace(_ path: String, with temporary: String) throws(FormatError) {
+    if FileSystem.exists(path) {
+      let old = path + ".old-\(getpid())"
+      guard rename(path, old) == 0 else { throw .io(file: path, reason: "cannot move the old output aside: \(systemErrorText())") }
+      guard rename(temporary, path) == 0 else {
+        _ = rename(old, path)
+        throw .io(file: path, reason: "cannot rename into place: \(systemErrorText())")
+      }
+      FileSystem.removeTree(old)
+    } else {
+      guard rename(temporary, path) == 0 else { throw .io(file: path, reason: "cannot rename into place: \(systemErrorText())") }
+    }
+  }
+}

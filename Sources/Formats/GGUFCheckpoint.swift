@@ -1,0 +1,66 @@
+// A GGUF file seen as an HF checkpoint: HF names, torch shapes, quantised tensors dequantised to f32,
+// plain F32/F16/BF16 tensors kept in their dtype, the Q/K row permutation undone, and config and
+// tokenizer files generated from the metadata.
+
+public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
+  public let file: GGUFFile
+  public let hyperparameters: LlamaHyperparameters
+  public let infos: [TensorInfo]
+  /// Things a user should know: GGUF tensors with no HF counterpart, a tokenizer we could not express.
+  public private(set) var notes: [String] = []
+  private let byName: [String: (gguf: GGUFTensorInfo, heads: Int?)]
+
+  public var path: String { file.path }
+
+  public init(path: String) throws(FormatError) {
+    file = try GGUFFile(path: path)
+    let p = try GGUFLlama.hyperparameters(file)
+    hyperparameters = p
+    var infos: [TensorInfo] = []
+    var byName: [String: (GGUFTensorInfo, Int?)] = [:]
+    for t in file.tensors {
+      guard let name = LlamaNames.hfName(gguf: t.name) else {
+        notes.append("skipped `\(t.name)`: HF checkpoints do not store it")
+        continue
+      }
+      infos.append(TensorInfo(name: name, dtype: t.type.elementType ?? .f32, shape: t.torchShape))
+      byName[name] = (t, LlamaNames.permutationHeads(hfName: name, heads: p.heads, kvHeads: p.kvHeads))
+    }
+    self.infos = infos
+    self.byName = byName
+  }
+
+  public func tensor(_ name: String) throws(FormatError) -> Tensor {
+    guard let (g, heads) = byName[name] else { throw .tensorNotFound(file: path, tensor: name) }
+    let info = TensorInfo(name: name, dtype: g.type.elementType ?? .f32, shape: g.torchShape)
+    let stored: Tensor
+    if g.type.elementType != nil {
+      stored = try Tensor(info: info, bytes: file.rawBytes(g), owner: file)
+    } else {
+      stored = try file.dequantized(g, as: name)
+    }
+    guard let heads, let rows = info.shape.first, rows > 0 else { return stored }
+    let storage = OwnedBytes(count: stored.byteCount)
+    try stored.withUnsafeBytes { (b) throws(FormatError) in
+      try QKPermutation.unpermute(b.baseAddress!, into: storage.pointer, rows: rows, rowBytes: b.count / rows, heads: heads)
+    }
+    return try Tensor(info: info, bytes: storage.bytes, owner: storage)
+  }
+
+  public func release(_ name: String) { if let (g, _) = byName[name] { file.release(g) } }
+
+  public func sideFiles() throws(FormatError) -> [SideFile] {
+    var files = [
+      SideFile(name: "config.json", content: .text(GGUFLlama.configJSON(hyperparameters))),
+      SideFile(name: "generation_config.json", content: .text(GGUFLlama.generationConfigJSON(hyperparameters))),
+    ]
+    do {
+      let tokenizer = try GGUFTokenizer.files(file, contextLength: hyperparameters.contextLength)
+      files.append(SideFile(name: "tokenizer.json", content: .text(tokenizer.tokenizerJSON)))
+      files.append(SideFile(name: "tokenizer_config.json", content: .text(tokenizer.tokenizerConfigJSON)))
+    } catch {
+      notes.append("no tokenizer files written: \(error)")
+    }
+    return files
+  }
+}

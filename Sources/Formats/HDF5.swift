@@ -1,0 +1,186 @@
+// HDF5 checkpoints over libhdf5 (formats.md §5): one dataset per tensor, named by the tensor (dots kept),
+// as Espalier writes them; Keras legacy `layer_names`/`weight_names` files and Keras 3 `.weights.h5`
+// files are read well enough to list and extract their tensors (named by their HDF5 path).
+//
+// Types: IEEE F32/F64, integers, F16 (a custom 2-byte float: libhdf5 1.10 has no predefined half), BF16
+// as a 2-byte opaque or uint16 with the attribute dtype="bfloat16" (as Keras 3 writes it) or a custom
+// 2-byte float with 8 exponent bits. Chunked and gzip+shuffle datasets are read by libhdf5 itself.
+// A safe reader: soft and external links, external and virtual datasets, and decompression bombs are
+// rejected, as Keras' safe loading does. HDF5 is not thread-safe; use one file from one thread.
+
+import CHDF5
+
+/// An open libhdf5 identifier, closed with the matching H5*close when dropped.
+final class H5ID {
+  let id: hid_t
+  private let closer: (hid_t) -> herr_t
+  init?(_ id: hid_t, _ closer: @escaping (hid_t) -> herr_t) {
+    guard id >= 0 else { return nil }
+    self.id = id
+    self.closer = closer
+  }
+  deinit { _ = closer(id) }
+}
+
+enum HDF5Library {
+  /// Silences libhdf5's own error printing (we report errors ourselves). Idempotent.
+  static let quiet: Void = { _ = H5Eset_auto2(espalier_H5E_DEFAULT(), nil, nil) }()
+}
+
+/// A tensor's dataset and how its bytes are read into memory.
+struct HDF5Dataset {
+  var path: String
+  var info: TensorInfo
+  /// The memory type to read with (native for standard types; a little-endian 2-byte type otherwise).
+  var memoryType: H5ID
+}
+
+public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
+  public let path: String
+  public private(set) var infos: [TensorInfo] = []
+  /// Things a user should know: skipped optimizer state, the layout recognised.
+  public private(set) var notes: [String] = []
+  private let file: H5ID
+  private var datasets: [String: HDF5Dataset] = [:]
+
+  public init(path: String) throws(FormatError) {
+    HDF5Library.quiet
+    self.path = path
+    guard let file = H5ID(H5Fopen(path, espalier_H5F_ACC_RDONLY(), espalier_H5P_DEFAULT()), H5Fclose) else {
+      throw .hdf5(file: path, reason: "cannot open as HDF5")
+    }
+    self.file = file
+    guard let root = H5ID(H5Gopen2(file.id, "/", espalier_H5P_DEFAULT()), H5Gclose) else {
+      throw .hdf5(file: path, reason: "cannot open the root group")
+    }
+    var found: [String] = []
+    var visited = Set<UInt64>()
+    try walk(root.id, prefix: "", into: &found, visited: &visited, depth: 0)
+
+    // Keras 3 .weights.h5 keeps optimizer state beside the weights: not model tensors.
+    if found.contains(where: { $0.hasPrefix("layers/") }) {
+      let optimizer = found.filter { $0.hasPrefix("optimizer/") }
+      if !optimizer.isEmpty { notes.append("skipped \(optimizer.count) optimizer tensors (Keras 3 layout)") }
+      found.removeAll { $0.hasPrefix("optimizer/") }
+    }
+    let ordered = try kerasOrder(root.id, found)
+    for name in ordered {
+      let dataset = try describe(name)
+      datasets[name] = dataset
+      infos.append(dataset.info)
+    }
+  }
+
+  public func tensor(_ name: String) throws(FormatError) -> Tensor {
+    guard let d = datasets[name] else { throw .tensorNotFound(file: path, tensor: name) }
+    guard let byteCount = d.info.byteCount else { throw .validationOverflow(file: path, tensor: name) }
+    let storage = OwnedBytes(count: byteCount)
+    if byteCount > 0 {
+      guard let dataset = H5ID(H5Dopen2(file.id, d.path, espalier_H5P_DEFAULT()), H5Dclose),
+        H5Dread(dataset.id, d.memoryType.id, espalier_H5S_ALL(), espalier_H5S_ALL(), espalier_H5P_DEFAULT(), storage.pointer) >= 0
+      else { throw .hdf5(file: path, reason: "cannot read dataset `\(d.path)` (a filter may be missing)") }
+    }
+    return try Tensor(info: d.info, bytes: storage.bytes, owner: storage)
+  }
+
+  public func release(_ name: String) {}
+  public func sideFiles() -> [SideFile] { [] }
+
+  // MARK: Walking the file
+
+  private func walk(
+    _ group: hid_t, prefix: String, into found: inout [String], visited: inout Set<UInt64>, depth: Int
+  ) throws(FormatError) {
+    guard depth < 64 else { throw .hdf5(file: path, reason: "groups nested deeper than 64 at `\(prefix)`") }
+    var info = H5G_info_t()
+    guard H5Gget_info(group, &info) >= 0 else { throw .hdf5(file: path, reason: "cannot list group `/\(prefix)`") }
+    for i in 0..<info.nlinks {
+      let name = try linkName(group, index: i, prefix: prefix)
+      let full = prefix.isEmpty ? name : prefix + "/" + name
+      var link = H5L_info_t()
+      guard H5Lget_info(group, name, &link, espalier_H5P_DEFAULT()) >= 0 else {
+        throw .hdf5(file: path, reason: "cannot read link `/\(full)`")
+      }
+      switch link.type {
+      case H5L_TYPE_HARD: break
+      case H5L_TYPE_SOFT: throw .hdf5(file: path, reason: "`/\(full)` is a soft link; links are not followed")
+      case H5L_TYPE_EXTERNAL: throw .hdf5(file: path, reason: "`/\(full)` is an external link to another file; refused")
+      default: throw .hdf5(file: path, reason: "`/\(full)` is a user-defined link; refused")
+      }
+      var object = H5O_info_t()
+      guard H5Oget_info_by_name2(group, name, &object, UInt32(H5O_INFO_BASIC), espalier_H5P_DEFAULT()) >= 0 else {
+        throw .hdf5(file: path, reason: "cannot inspect `/\(full)`")
+      }
+      guard visited.insert(UInt64(object.addr)).inserted else { continue }
+      if object.type == H5O_TYPE_GROUP {
+        guard let child = H5ID(H5Gopen2(group, name, espalier_H5P_DEFAULT()), H5Gclose) else {
+          throw .hdf5(file: path, reason: "cannot open group `/\(full)`")
+        }
+        try walk(child.id, prefix: full, into: &found, visited: &visited, depth: depth + 1)
+      } else if object.type == H5O_TYPE_DATASET {
+        found.append(full)
+      }
+    }
+  }
+
+  private func linkName(_ group: hid_t, index: hsize_t, prefix: String) throws(FormatError) -> String {
+    let size = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, index, nil, 0, espalier_H5P_DEFAULT())
+    guard size >= 0 else { throw .hdf5(file: path, reason: "cannot read a link name in `/\(prefix)`") }
+    var buffer = [CChar](repeating: 0, count: Int(size) + 1)
+    _ = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, buffer.count, espalier_H5P_DEFAULT())
+    return String(decoding: buffer.prefix(Int(size)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+
+  /// Keras legacy files list layers in `layer_names` (on the root or on /model_weights) and each layer's
+  /// weights in `weight_names`; those tensors come first, in that order. Everything else follows by name.
+  private func kerasOrder(_ root: hid_t, _ found: [String]) throws(FormatError) -> [String] {
+    var base = ""
+    var layers = HDF5Attributes.strings(root, "layer_names")
+    if layers == nil, let weights = H5ID(H5Gopen2(root, "model_weights", espalier_H5P_DEFAULT()), H5Gclose) {
+      layers = HDF5Attributes.strings(weights.id, "layer_names")
+      base = "model_weights/"
+    }
+    guard let layers else { return found }
+    notes.append("Keras legacy layout: \(layers.count) layers")
+    var ordered: [String] = []
+    for layer in layers {
+      guard let group = H5ID(H5Gopen2(root, base + layer, espalier_H5P_DEFAULT()), H5Gclose) else { continue }
+      for weight in HDF5Attributes.strings(group.id, "weight_names") ?? [] {
+        let name = base + layer + "/" + weight
+        if found.contains(name) && !ordered.contains(name) { ordered.append(name) }
+      }
+    }
+    return ordered + found.filter { !ordered.contains($0) }
+  }
+
+  // MARK: Datasets
+
+  private func describe(_ name: String) throws(FormatError) -> HDF5Dataset {
+    guard let dataset = H5ID(H5Dopen2(file.id, name, espalier_H5P_DEFAULT()), H5Dclose),
+      let space = H5ID(H5Dget_space(dataset.id), H5Sclose),
+      let type = H5ID(H5Dget_type(dataset.id), H5Tclose),
+      let dcpl = H5ID(H5Dget_create_plist(dataset.id), H5Pclose)
+    else { throw .hdf5(file: path, reason: "cannot open dataset `/\(name)`") }
+    if H5Pget_layout(dcpl.id) == H5D_VIRTUAL {
+      throw .hdf5(file: path, reason: "dataset `/\(name)` is a virtual dataset; refused")
+    }
+    if H5Pget_external_count(dcpl.id) > 0 {
+      throw .hdf5(file: path, reason: "dataset `/\(name)` stores its data in external files; refused")
+    }
+    let rank = Int(H5Sget_simple_extent_ndims(space.id))
+    guard rank >= 0 else { throw .hdf5(file: path, reason: "dataset `/\(name)` has no simple dataspace") }
+    var dims = [hsize_t](repeating: 0, count: max(rank, 1))
+    _ = H5Sget_simple_extent_dims(space.id, &dims, nil)
+    let shape = dims.prefix(rank).map { Int(clamping: $0) }
+    let attribute = HDF5Attributes.string(dataset.id, "dtype")
+    let (dtype, memoryType) = try HDF5Types.logicalType(type.id, dtypeAttribute: attribute, dataset: name, file: path)
+    let info = TensorInfo(name: name, dtype: dtype, shape: shape)
+    guard let declared = info.byteCount else { throw .validationOverflow(file: path, tensor: name) }
+    // A "bomb": a tiny compressed dataset that expands past 4 GiB and a thousandfold.
+    let stored = Int(clamping: H5Dget_storage_size(dataset.id))
+    if declared > 1 << 32 && declared > 1000 * max(stored, 1) {
+      throw .hdf5(file: path, reason: "dataset `/\(name)` declares \(declared) bytes from \(stored) stored; refused")
+    }
+    return HDF5Dataset(path: "/" + name, info: info, memoryType: memoryType)
+  }
+}

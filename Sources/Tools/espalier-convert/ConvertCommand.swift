@@ -1,0 +1,62 @@
+// espalier-convert: any checkpoint (safetensors file or directory, GGUF, HDF5) to safetensors or HDF5.
+
+import ArgumentParser
+import Formats
+import ToolSupport
+
+@main
+struct ConvertCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "espalier-convert",
+    abstract: "Convert a checkpoint between safetensors, GGUF (input) and HDF5, optionally changing its dtype.",
+    discussion: """
+      IN is a .safetensors file, a checkpoint directory, a .gguf file or an HDF5 file (recognised by \
+      content). OUT decides the output: a name ending in .safetensors is one file, .h5/.hdf5 one HDF5 \
+      file, anything else a checkpoint directory (sharded safetensors with model.safetensors.index.json, \
+      plus config.json, generation_config.json and tokenizer files, copied or made from GGUF metadata). \
+      GGUF tensors get HF names and torch order, quantised ones are dequantised to f32, and the Q/K row \
+      permutation of llama.cpp's converter is undone. Tensors stream one at a time; the output appears \
+      only when complete. Exit status: 0 converted, 2 unreadable input or failed write, 64 usage error.
+      """)
+
+  @Argument(help: "The checkpoint to read.", completion: .file())
+  var input: String
+
+  @Argument(help: "Where to write (file or directory, see above).", completion: .file())
+  var output: String
+
+  @Option(help: "Dtype of floating-point tensors in the output: f32, f16, bf16 or keep (integers always keep theirs).")
+  var dtype: String = "keep"
+
+  @Option(help: "Largest shard of a directory output, in decimal (5GB = 5e9 bytes) or binary (GiB) units.")
+  var maxShardSize: String = "5GB"
+
+  @Flag(help: "Replace OUT if it exists.")
+  var overwrite = false
+
+  @Flag(help: "Print a JSON report on stdout instead of the summary.")
+  var json = false
+
+  func validate() throws {
+    if dtype != "keep", DType(userName: dtype).map({ [.f32, .f16, .bf16].contains($0) }) != true {
+      throw ValidationError("--dtype must be f32, f16, bf16 or keep, not `\(dtype)`")
+    }
+    do { _ = try ByteSize.parse(maxShardSize) } catch { throw ValidationError("--max-shard-size: \(error)") }
+  }
+
+  func run() throws {
+    try runReportingErrors {
+      let options = ConvertOptions(
+        dtype: dtype == "keep" ? nil : DType(userName: dtype), maxShardSize: try ByteSize.parse(maxShardSize),
+        overwrite: overwrite)
+      var progress: Progress?
+      let clock = Stopwatch()
+      let report = try Converter.convert(input: input, output: output, options: options) { done, total in
+        if progress == nil { progress = Progress("convert", total: total) }
+        progress?.update(done)
+      }
+      for note in report.notes { Log.info("note: \(note)") }
+      ConvertSummary.print(report, seconds: clock.seconds, json: json)
+    }
+  }
+}
