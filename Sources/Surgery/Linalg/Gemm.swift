@@ -1,5 +1,6 @@
 // Row-major single-precision matrix multiply over OpenBLAS, with the naive reference beside it.
-// C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C.
+// C (M,N) = alpha · op(A) (M,K) · op(B) (K,N) + beta · C. Leading dimensions default to packed rows and
+// may be given for strided views (a head's slice of a (T, H·hd) activation).
 
 import CBLAS
 
@@ -7,33 +8,37 @@ public enum Gemm {
   /// C = alpha·op(A)·op(B) + beta·C, all row-major; `transA`/`transB` select Aᵀ/Bᵀ.
   public static func sgemm(
     _ c: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-    m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0
+    m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0,
+    lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
   ) {
-    let lda = transA ? m : k
-    let ldb = transB ? k : n
+    guard m > 0, n > 0 else { return }
     cblas_sgemm(
       CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-      blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(n))
+      blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda ?? (transA ? m : k)), b,
+      blasint(ldb ?? (transB ? k : n)), beta, c, blasint(ldc ?? n))
   }
 
   /// The definition, for tests: triple loop accumulating in Double.
   public static func sgemmNaive(
     _ c: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-    m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0
+    m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0,
+    lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
   ) {
+    let lda = lda ?? (transA ? m : k), ldb = ldb ?? (transB ? k : n), ldc = ldc ?? n
     for i in 0..<m {
       for j in 0..<n {
         var sum = 0.0
         for p in 0..<k {
-          let av = transA ? a[p * m + i] : a[i * k + p]
-          let bv = transB ? b[j * k + p] : b[p * n + j]
+          let av = transA ? a[p * lda + i] : a[i * lda + p]
+          let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
           sum += Double(av) * Double(bv)
         }
-        c[i * n + j] = alpha * Float(sum) + (beta == 0 ? 0 : beta * c[i * n + j])
+        c[i * ldc + j] = alpha * Float(sum) + (beta == 0 ? 0 : beta * c[i * ldc + j])
       }
     }
   }
 
   /// Threads OpenBLAS may use (it reads OPENBLAS_NUM_THREADS at start; this overrides).
   public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+  public static var threads: Int { Int(openblas_get_num_threads()) }
 }

@@ -1,0 +1,87 @@
+// The one activation arena: every buffer forward saves for backward, plus shared scratch, sized by a pure
+// function of (config, B, T) and allocated once. Saved per layer: the layer input, q/k/v after RoPE, the
+// attention output, the per-row log-sum-exp, the residual after attention, gate and up, and the two
+// RMSNorm rstd vectors. The normalised inputs and the SwiGLU product are recomputed in backward (cheap,
+// elementwise), and no (heads × T × T) tensor is kept.
+
+import Formats
+
+public struct ActivationPlan: Sendable, Equatable {
+  public let B: Int
+  public let T: Int
+  public let headChunk: Int
+  /// Float counts per saved buffer of one layer, and of the shared pieces.
+  public let perLayer: Int
+  public let shared: Int
+
+  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128) {
+    self.B = B
+    self.T = T
+    self.headChunk = headChunk
+    let N = B * T
+    perLayer = N * c.hiddenSize * 2 + N * 2 + N * (c.qDim * 2 + c.kvDim * 2) + B * c.heads * T
+      + N * c.intermediateSize * 2
+    // final-norm input and output + rstd; scratch: xn, tmp, act, dx, dxn, dq, dk, dv, dattn, dgate, dup,
+    // dact, the LM head chunk, tokens' NLL.
+    shared = N * c.hiddenSize * 2 + N + N * c.hiddenSize * 4 + N * (c.qDim * 2 + c.kvDim * 2)
+      + N * c.intermediateSize * 4 + headChunk * c.vocabSize + N
+  }
+
+  public func floats(layers: Int) -> Int { perLayer * layers + shared }
+  public func bytes(layers: Int) -> Int { floats(layers: layers) * 4 }
+}
+
+/// Views into one allocation, laid out by an ActivationPlan.
+final class Activations {
+  struct Layer {
+    var xIn, rstd1, q, k, v, attn, lse, xMid, rstd2, gate, up: UnsafeMutablePointer<Float>
+  }
+  let plan: ActivationPlan
+  let base: UnsafeMutablePointer<Float>
+  let count: Int
+  var layers: [Layer] = []
+  // final norm
+  var xFinal, rstdF, xFinalNorm: UnsafeMutablePointer<Float>
+  // scratch
+  var xn, tmp, act, dx, dxn, dq, dk, dv, dattn, dgate, dup, dact, headScratch, tokenNLL: UnsafeMutablePointer<Float>
+
+  init(config c: LlamaConfig, plan: ActivationPlan) {
+    self.plan = plan
+    count = plan.floats(layers: c.layers)
+    base = .allocate(capacity: count)
+    base.initialize(repeating: 0, count: count)
+    var cursor = base
+    func take(_ n: Int) -> UnsafeMutablePointer<Float> {
+      defer { cursor += n }
+      return cursor
+    }
+    let N = plan.B * plan.T
+    let (C, I) = (c.hiddenSize, c.intermediateSize)
+    for _ in 0..<c.layers {
+      layers.append(Layer(
+        xIn: take(N * C), rstd1: take(N), q: take(N * c.qDim), k: take(N * c.kvDim), v: take(N * c.kvDim),
+        attn: take(N * c.qDim), lse: take(plan.B * c.heads * plan.T), xMid: take(N * C), rstd2: take(N),
+        gate: take(N * I), up: take(N * I)))
+    }
+    xFinal = take(N * C)
+    rstdF = take(N)
+    xFinalNorm = take(N * C)
+    xn = take(N * C)
+    tmp = take(N * C)
+    act = take(N * I)
+    dx = take(N * C)
+    dxn = take(N * C)
+    dq = take(N * c.qDim)
+    dk = take(N * c.kvDim)
+    dv = take(N * c.kvDim)
+    dattn = take(N * c.qDim)
+    dgate = take(N * I)
+    dup = take(N * I)
+    dact = take(N * I)
+    headScratch = take(plan.headChunk * c.vocabSize)
+    tokenNLL = take(N)
+    assert(cursor - base == count, "activation plan and layout disagree")
+  }
+
+  deinit { base.deallocate() }
+}

@@ -1,0 +1,152 @@
+// Forward and backward of a Llama model over a (B, T) batch, layer by layer; backward walks the forward
+// in reverse. Gradients flow to every layer input (no base weight gets a gradient buffer unless a
+// DenseLinear was given one); adapter layers accumulate their own gradients inside their backward.
+//
+// Per block (HF LlamaDecoderLayer):
+//   h   = x + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),  n1 = rmsnorm(x)
+//   out = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2)),                 n2 = rmsnorm(h)
+
+import Formats
+
+public final class LlamaRunner {
+  public let model: LlamaModel
+  public let plan: ActivationPlan
+  let acts: Activations
+  private var tokens: [Int32] = []
+  private var targets: [Int32] = []
+  private var forwardHadTargets = false
+  /// When set, backward copies dL/d(layer input) here: layerInputGradients[l] (N, C); entry `layers` is
+  /// dL/d(final norm input).
+  public var captureLayerInputGradients = false
+  public private(set) var layerInputGradients: [[Float]] = []
+
+  public init(model: LlamaModel, B: Int, T: Int, headChunk: Int = 128) {
+    self.model = model
+    plan = ActivationPlan(config: model.config, B: B, T: T, headChunk: min(headChunk, B * T))
+    acts = Activations(config: model.config, plan: plan)
+  }
+
+  public var activationBytes: Int { acts.count * 4 }
+  var N: Int { plan.B * plan.T }
+
+  /// Runs the model on `tokens` (B·T ids). With `targets` (B·T ids, −1 = ignored) it computes the mean
+  /// cross-entropy and per-token NLL; with `prepareBackward` it also computes the head's gradient so
+  /// that `backward()` can follow. `onLogits(n, row)` sees each logit row as it is computed.
+  @discardableResult
+  public func forward(
+    tokens: [Int32], targets: [Int32]? = nil, prepareBackward: Bool = false,
+    onLogits: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil
+  ) throws(SurgeryError) -> LMHeadResult {
+    let c = model.config
+    guard tokens.count == N, targets.map({ $0.count == N }) ?? true else {
+      throw .batchShape(expected: "\(plan.B)×\(plan.T) tokens", got: "\(tokens.count) tokens")
+    }
+    for t in tokens where t < 0 || Int(t) >= c.vocabSize { throw .invalidToken(id: Int(t), vocabSize: c.vocabSize) }
+    for t in targets ?? [] where Int(t) >= c.vocabSize { throw .invalidToken(id: Int(t), vocabSize: c.vocabSize) }
+    self.tokens = tokens
+    self.targets = targets ?? []
+    forwardHadTargets = targets != nil && prepareBackward
+
+    let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
+    tokens.withUnsafeBufferPointer { Embedding.forward(out: acts.layers[0].xIn, tokens: $0.baseAddress!, table: model.embedding, N: N, C: C) }
+    for l in 0..<c.layers {
+      let a = acts.layers[l]
+      let lin = model.linears[l]
+      let w = "model.layers.\(l)."
+      let next = l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal
+      // attention half
+      RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: model.weight(w + "input_layernorm.weight"), eps: eps, N: N, C: C)
+      lin[0].forward(out: a.q, inp: acts.xn, N: N)
+      lin[1].forward(out: a.k, inp: acts.xn, N: N)
+      lin[2].forward(out: a.v, inp: acts.xn, N: N)
+      model.rope.forward(a.q, B: plan.B, T: plan.T, heads: c.heads)
+      model.rope.forward(a.k, B: plan.B, T: plan.T, heads: c.kvHeads)
+      Attention.forward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim)
+      lin[3].forward(out: acts.tmp, inp: a.attn, N: N)
+      a.xMid.update(from: a.xIn, count: N * C)
+      accumulate(a.xMid, acts.tmp, count: N * C)
+      // MLP half
+      RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: model.weight(w + "post_attention_layernorm.weight"), eps: eps, N: N, C: C)
+      lin[4].forward(out: a.gate, inp: acts.xn, N: N)
+      lin[5].forward(out: a.up, inp: acts.xn, N: N)
+      SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: N * I)
+      lin[6].forward(out: acts.tmp, inp: acts.act, N: N)
+      next.update(from: a.xMid, count: N * C)
+      accumulate(next, acts.tmp, count: N * C)
+    }
+    RMSNorm.forward(out: acts.xFinalNorm, rstd: acts.rstdF, inp: acts.xFinal, weight: model.weight("model.norm.weight"), eps: eps, N: N, C: C)
+    if forwardHadTargets { acts.dx.update(repeating: 0, count: N * C) }
+    let targetPointer = self.targets
+    return targetPointer.withUnsafeBufferPointer { t in
+      LMHead.run(
+        x: acts.xFinalNorm, weight: model.head, targets: targets == nil ? nil : t.baseAddress, N: N, C: C, V: c.vocabSize,
+        chunk: plan.headChunk, scratch: acts.headScratch, tokenNLL: acts.tokenNLL,
+        dx: forwardHadTargets ? acts.dx : nil, logitsOut: onLogits)
+    }
+  }
+
+  /// Per-token NLL of the last forward with targets (0 where ignored).
+  public var tokenNLL: [Float] { Array(UnsafeBufferPointer(start: acts.tokenNLL, count: N)) }
+
+  /// Backpropagates the loss of the last `forward(…, prepareBackward: true)` to every layer input,
+  /// running each linear layer's backward (adapters accumulate their gradients there).
+  public func backward() throws(SurgeryError) {
+    guard forwardHadTargets else { throw .batchShape(expected: "a forward with targets and prepareBackward", got: "none") }
+    let c = model.config
+    let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
+    // dx holds dL/d(final norm output); turn it into dL/d(final norm input).
+    acts.dxn.update(from: acts.dx, count: N * C)
+    acts.dx.update(repeating: 0, count: N * C)
+    RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: acts.xFinal, weight: model.weight("model.norm.weight"), rstd: acts.rstdF, N: N, C: C)
+    if captureLayerInputGradients { layerInputGradients = Array(repeating: [], count: c.layers + 1) }
+    capture(c.layers)
+    for l in stride(from: c.layers - 1, through: 0, by: -1) {
+      let a = acts.layers[l]
+      let lin = model.linears[l]
+      let w = "model.layers.\(l)."
+      // MLP half: dx = dL/d(block output) = dL/d(down output), and it passes the residual unchanged.
+      SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: N * I)
+      acts.dact.update(repeating: 0, count: N * I)
+      lin[6].backward(dinp: acts.dact, dout: acts.dx, inp: acts.act, N: N)
+      acts.dgate.update(repeating: 0, count: N * I)
+      acts.dup.update(repeating: 0, count: N * I)
+      SwiGLU.backward(dgate: acts.dgate, dup: acts.dup, dout: acts.dact, gate: a.gate, up: a.up, count: N * I)
+      let norm2 = model.weight(w + "post_attention_layernorm.weight")
+      RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: norm2, eps: eps, N: N, C: C)
+      acts.dxn.update(repeating: 0, count: N * C)
+      lin[4].backward(dinp: acts.dxn, dout: acts.dgate, inp: acts.xn, N: N)
+      lin[5].backward(dinp: acts.dxn, dout: acts.dup, inp: acts.xn, N: N)
+      RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: a.xMid, weight: norm2, rstd: a.rstd2, N: N, C: C)
+      // attention half: dx = dL/d(h) = dL/d(o_proj output) + residual.
+      acts.dattn.update(repeating: 0, count: N * c.qDim)
+      lin[3].backward(dinp: acts.dattn, dout: acts.dx, inp: a.attn, N: N)
+      acts.dq.update(repeating: 0, count: N * c.qDim)
+      acts.dk.update(repeating: 0, count: N * c.kvDim)
+      acts.dv.update(repeating: 0, count: N * c.kvDim)
+      Attention.backward(
+        dq: acts.dq, dk: acts.dk, dv: acts.dv, dout: acts.dattn, out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v,
+        B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim)
+      model.rope.backward(acts.dq, B: plan.B, T: plan.T, heads: c.heads)
+      model.rope.backward(acts.dk, B: plan.B, T: plan.T, heads: c.kvHeads)
+      let norm1 = model.weight(w + "input_layernorm.weight")
+      RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: norm1, eps: eps, N: N, C: C)
+      acts.dxn.update(repeating: 0, count: N * C)
+      lin[0].backward(dinp: acts.dxn, dout: acts.dq, inp: acts.xn, N: N)
+      lin[1].backward(dinp: acts.dxn, dout: acts.dk, inp: acts.xn, N: N)
+      lin[2].backward(dinp: acts.dxn, dout: acts.dv, inp: acts.xn, N: N)
+      RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: a.xIn, weight: norm1, rstd: a.rstd1, N: N, C: C)
+      capture(l)
+    }
+  }
+
+  private func capture(_ slot: Int) {
+    guard captureLayerInputGradients else { return }
+    layerInputGradients[slot] = Array(UnsafeBufferPointer(start: acts.dx, count: N * model.config.hiddenSize))
+  }
+
+  /// The saved input of layer l (slot `layers` = final norm input), for tests.
+  public func layerInput(_ l: Int) -> [Float] {
+    let p = l < model.config.layers ? acts.layers[l].xIn : acts.xFinal
+    return Array(UnsafeBufferPointer(start: p, count: N * model.config.hiddenSize))
+  }
+}

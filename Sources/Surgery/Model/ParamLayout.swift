@@ -1,0 +1,78 @@
+// All parameters of a model in one contiguous f32 buffer with named views (llm.c's
+// malloc_and_point_parameters). The layout computes every offset once; gradient and optimizer arenas
+// can reuse it, so an optimizer is one flat loop.
+
+import Formats
+
+public struct ParamLayout: Sendable {
+  public struct Entry: Sendable, Equatable {
+    public var name: String
+    public var shape: [Int]
+    public var offset: Int
+    public var count: Int
+  }
+  public private(set) var entries: [Entry] = []
+  private var index: [String: Int] = [:]
+  public private(set) var totalCount = 0
+
+  public init(_ tensors: [(String, [Int])]) {
+    for (name, shape) in tensors {
+      let count = shape.reduce(1, *)
+      index[name] = entries.count
+      entries.append(Entry(name: name, shape: shape, offset: totalCount, count: count))
+      totalCount += count
+    }
+  }
+
+  public func entry(_ name: String) -> Entry? { index[name].map { entries[$0] } }
+}
+
+/// A zero-initialised f32 buffer laid out by a ParamLayout.
+public final class ParamArena: @unchecked Sendable {
+  public let layout: ParamLayout
+  public let base: UnsafeMutablePointer<Float>
+
+  public init(_ layout: ParamLayout) {
+    self.layout = layout
+    base = .allocate(capacity: max(1, layout.totalCount))
+    base.initialize(repeating: 0, count: max(1, layout.totalCount))
+  }
+  deinit { base.deallocate() }
+
+  public func pointer(_ name: String) -> UnsafeMutablePointer<Float>? { layout.entry(name).map { base + $0.offset } }
+  public func zero() { base.update(repeating: 0, count: layout.totalCount) }
+  public var bytes: Int { layout.totalCount * 4 }
+}
+
+/// The HF tensor names and shapes of a Llama model.
+public enum LlamaTensors {
+  public static func names(_ c: LlamaConfig) -> [(String, [Int])] {
+    var list: [(String, [Int])] = [("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])]
+    for l in 0..<c.layers {
+      let p = "model.layers.\(l)."
+      list.append((p + "input_layernorm.weight", [c.hiddenSize]))
+      list.append((p + "self_attn.q_proj.weight", [c.qDim, c.hiddenSize]))
+      list.append((p + "self_attn.k_proj.weight", [c.kvDim, c.hiddenSize]))
+      list.append((p + "self_attn.v_proj.weight", [c.kvDim, c.hiddenSize]))
+      if c.attentionBias {
+        list.append((p + "self_attn.q_proj.bias", [c.qDim]))
+        list.append((p + "self_attn.k_proj.bias", [c.kvDim]))
+        list.append((p + "self_attn.v_proj.bias", [c.kvDim]))
+      }
+      list.append((p + "self_attn.o_proj.weight", [c.hiddenSize, c.qDim]))
+      list.append((p + "post_attention_layernorm.weight", [c.hiddenSize]))
+      list.append((p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]))
+      list.append((p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]))
+      list.append((p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize]))
+    }
+    list.append(("model.norm.weight", [c.hiddenSize]))
+    if !c.tieWordEmbeddings { list.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }
+    return list
+  }
+
+  /// The seven projections of a block, in the order the engine runs them.
+  public static let projections = [
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+  ]
+}
