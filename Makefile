@@ -53,6 +53,8 @@ fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/re
 	$(PYTHON) fixtures/make_gguf_files.py
 	$(PYTHON) fixtures/make_hdf5_files.py
 	$(PYTHON) fixtures/make_smollm2_goldens.py
+	$(PYTHON) fixtures/make_engine_goldens.py
+	$(PYTHON) fixtures/make_tokenizer_goldens.py
 
 fuzz-build: deps ## build the libFuzzer target for the safetensors reader into fuzz/bin
 	bash fuzz/build.sh

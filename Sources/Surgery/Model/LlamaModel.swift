@@ -31,8 +31,15 @@ public final class LlamaModel: @unchecked Sendable {
   public static func load(_ path: String, maxPositions: Int? = nil) throws(SurgeryError) -> LlamaModel {
     do {
       let reader = try Checkpoint.open(path)
-      let directory = FileSystemPaths.directory(of: path)
-      let config = try LlamaConfig(contentsOf: directory)
+      let config: LlamaConfig
+      if let gguf = reader as? GGUFCheckpoint {
+        // A GGUF carries its config in metadata: read it the way the converter writes config.json.
+        let text = GGUFLlama.configJSON(gguf.hyperparameters)
+        guard let object = try JSONParser.parse(Array(text.utf8)).objectValue else { throw SurgeryError.checkpoint(path: path, problems: ["no config"]) }
+        config = try LlamaConfig(json: object, file: path)
+      } else {
+        config = try LlamaConfig(contentsOf: FileSystemPaths.directory(of: path))
+      }
       let layout = ParamLayout(LlamaTensors.names(config))
       let arena = ParamArena(layout)
       let available = Dictionary(reader.infos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
