@@ -20,3 +20,6 @@ rm -rf "$out/shards"
 make -s models/SmolLM2-135M-Instruct.Q4_1.gguf
 $bin/espalier-bench convert models/SmolLM2-135M-Instruct.Q4_1.gguf "$out/convert"
 $bin/espalier-bench rss $bin/espalier-convert models/SmolLM2-135M-Instruct.Q4_1.gguf "$out/rss-f32" --dtype f32 2>/dev/null
+
+# Engine (issue 4): forward and forward+backward of SmolLM2-135M at 4 × 256 against sgemm; peak RSS.
+$bin/espalier-bench engine models/SmolLM2-135M-Instruct.Q4_1.gguf 4 256

@@ -139,7 +139,7 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     return out
   }
 
-  @Test(arguments: [(1, 4, 4, 2, 4), (2, 5, 3, 1, 6), (2, 7, 4, 4, 8)])
+  @Test(arguments: [(1, 4, 4, 2, 4), (2, 5, 3, 1, 6), (2, 7, 4, 4, 8), (1, 130, 2, 1, 4)])
   func attentionForwardMatchesNaive(shape: (Int, Int, Int, Int, Int)) {
     let (B, T, H, KV, hd) = shape
     var r = Random(4)
@@ -168,6 +168,41 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     checkGradient("attention dq", x: &q, analytic: dq) { loss($0, k0, v0) }
     checkGradient("attention dk", x: &k, analytic: dk) { loss(q0, $0, v0) }
     checkGradient("attention dv", x: &v, analytic: dv) { loss(q0, k0, $0) }
+  }
+
+  /// Past one 64-row block, on sampled coordinates (a full finite-difference sweep would be slow).
+  @Test func attentionBackwardAcrossRowBlocks() {
+    let (B, T, H, KV, hd) = (1, 70, 2, 1, 4)
+    var r = Random(8)
+    var q = r.array(B * T * H * hd), k = r.array(B * T * KV * hd), v = r.array(B * T * KV * hd)
+    let g = r.array(q.count)
+    func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
+      var out = [Float](repeating: 0, count: q.count), lse = [Float](repeating: 0, count: B * H * T)
+      Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+      return dot(out, g)
+    }
+    var out = [Float](repeating: 0, count: q.count), lse = [Float](repeating: 0, count: B * H * T)
+    Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+    var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = dk
+    Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: g, out: out, lse: lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+    let step: Float = 1e-2
+    var worst: Float = 0
+    for sample in 0..<40 {
+      let which = sample % 3
+      let n = which == 0 ? q.count : k.count
+      let i = (sample * 7919) % n
+      func bump(_ delta: Float) -> Double {
+        switch which {
+        case 0: q[i] += delta; defer { q[i] -= delta }; return loss(q, k, v)
+        case 1: k[i] += delta; defer { k[i] -= delta }; return loss(q, k, v)
+        default: v[i] += delta; defer { v[i] -= delta }; return loss(q, k, v)
+        }
+      }
+      let numeric = Float((bump(step) - bump(-step)) / Double(2 * step))
+      let analytic = [dq, dk, dv][which][i]
+      worst = max(worst, abs(numeric - analytic) / max(1, abs(numeric)))
+    }
+    #expect(worst < 2e-2, "worst relative error \(worst)")
   }
 
   @Test func crossEntropyBackwardAndChunking() {

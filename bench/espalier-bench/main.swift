@@ -8,6 +8,8 @@
 //   make-shards DIR    writes a 16-shard >= 8 GB F32 checkpoint (2:4-sparse content) into DIR.
 //   convert GGUF DIR   SmolLM2 Q4_1 GGUF -> F32 safetensors directory, then safetensors -> HDF5 -> safetensors,
 //                      each in MB/s of output against a memcpy of the same number of bytes.
+//   engine MODEL [B T] forward and forward+backward tokens/s of the Llama engine (default 4 × 256), as a
+//                      fraction of OpenBLAS sgemm GFLOP/s measured in the same run; peak RSS of the process.
 //   rss CMD ARGS...    runs a command, prints its wall time and peak RSS (wait4). Run it from a fresh
 //                      process: Linux folds the parent's high-water RSS into an exec'd child's maxrss.
 //
@@ -15,6 +17,7 @@
 
 import Formats
 import Surgery
+
 
 #if canImport(Glibc)
   import Glibc
@@ -217,6 +220,60 @@ func benchConvertFormats(gguf: String, directory: String) throws {
   say(line("HDF5 -> safetensors                ", tFromH5))
 }
 
+/// sgemm GFLOP/s on an n×n×n product with the current thread count (best of `reps`).
+func sgemmGFLOPs(_ n: Int, reps: Int = 3) -> Double {
+  let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
+  var c = [Float](repeating: 0, count: n * n)
+  let t = best(reps) { Gemm.sgemm(&c, a, b, m: n, n: n, k: n) }
+  return 2 * Double(n * n * n) / t / 1e9
+}
+
+/// Matmul FLOPs of one token through the model (forward), and attention FLOPs at context T (causal).
+func modelFLOPs(_ c: LlamaConfig, T: Int) -> (matmul: Double, attention: Double) {
+  let perLayer = c.hiddenSize * c.qDim * 2 + c.hiddenSize * c.kvDim * 2 + 3 * c.hiddenSize * c.intermediateSize
+  let matmul = 2 * Double(c.layers * perLayer + c.vocabSize * c.hiddenSize)
+  // q·kᵀ and p·v over on average (T+1)/2 keys, per head.
+  let attention = 2 * 2 * Double(c.layers * c.heads * c.headDim) * Double(T + 1) / 2
+  return (matmul, attention)
+}
+
+func benchEngine(model path: String, B: Int, T: Int) throws {
+  let load = now()
+  let model = try LlamaModel.load(path, maxPositions: T)
+  let loadSeconds = now() - load
+  let runner = LlamaRunner(model: model, B: B, T: T)
+  var state: UInt64 = 42
+  let tokens = (0..<(B * T)).map { _ -> Int32 in
+    state = state &* 6_364_136_223_846_793_005 &+ 1
+    return Int32((state >> 33) % UInt64(model.config.vocabSize))
+  }
+  let targets = Array(tokens.dropFirst()) + [0]
+  // The sgemm ceiling is the best of measurements before and after the model runs (the conservative
+  // choice for the ratios: a noisy low sgemm figure would flatter the model).
+  var gflops = sgemmGFLOPs(2048, reps: 5)
+  try runner.forward(tokens: tokens, targets: targets)  // warm-up
+  let tForward = try best(3) { try runner.forward(tokens: tokens, targets: targets) }
+  let tTrain = try best(3) {
+    try runner.forward(tokens: tokens, targets: targets, prepareBackward: true)
+    try runner.backward()
+  }
+  gflops = max(gflops, sgemmGFLOPs(2048, reps: 5))
+  let f = modelFLOPs(model.config, T: T)
+  let n = Double(B * T)
+  let forwardFLOPs = (f.matmul + f.attention) * n
+  // Backward to the inputs only (frozen weights): one dX product per forward product, and attention
+  // backward has twice the products of its forward. Recomputed norms and probabilities are not counted.
+  let trainFLOPs = (2 * f.matmul + 3 * f.attention) * n
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  say("engine: \(path), B×T = \(B)×\(T), load \(fixed(loadSeconds, 2)) s, activations \(fixed(Double(runner.activationBytes) / 1e6, 0)) MB, weights \(fixed(Double(model.params.bytes) / 1e6, 0)) MB")
+  say("  OpenBLAS sgemm 2048³, \(Gemm.threads) threads: \(fixed(gflops, 1)) GFLOP/s (best of 10, before and after)")
+  say("  model FLOPs/token: forward \(fixed((f.matmul + f.attention) / 1e6, 1)) M, forward+backward \(fixed((2 * f.matmul + 3 * f.attention) / 1e6, 1)) M")
+  say("  forward:          \(fixed(tForward, 3)) s/batch  \(fixed(n / tForward, 0)) tokens/s  \(fixed(forwardFLOPs / tForward / 1e9, 1)) GFLOP/s = \(fixed(forwardFLOPs / tForward / 1e9 / gflops, 3)) of sgemm")
+  say("  forward+backward: \(fixed(tTrain, 3)) s/batch  \(fixed(n / tTrain, 0)) tokens/s  \(fixed(trainFLOPs / tTrain / 1e9, 1)) GFLOP/s = \(fixed(trainFLOPs / tTrain / 1e9 / gflops, 3)) of sgemm")
+  say("  peak RSS \(fixed(Double(usage.ru_maxrss) / 1024, 0)) MB (target ≤ 1500 MB)")
+}
+
 /// Runs a command and reports wall time and peak RSS. Call from a fresh, small process.
 func measureRSS(_ command: [String]) {
   var pid: pid_t = 0
@@ -239,7 +296,7 @@ func measureRSS(_ command: [String]) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | rss COMMAND [ARGS...]")
+  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | engine MODEL [B T] | rss COMMAND [ARGS...]")
   exit(64)
 }
 do {
@@ -252,6 +309,10 @@ do {
     mkdir(arguments[3], 0o755)
     try benchConvertFormats(gguf: arguments[2], directory: arguments[3])
   case "rss": measureRSS(Array(arguments[2...]))
+  case "engine":
+    let B = arguments.count > 3 ? Int(arguments[3]) ?? 4 : 4
+    let T = arguments.count > 4 ? Int(arguments[4]) ?? 256 : 256
+    try benchEngine(model: arguments[2], B: B, T: T)
   default:
     say("unknown benchmark \(arguments[1])")
     exit(64)

@@ -127,10 +127,7 @@ public enum SwiGLU {
   public static func forward(
     out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
   ) {
-    for i in 0..<count {
-      let g = gate[i]
-      out[i] = g / (1 + expf(-g)) * up[i]
-    }
+    VectorMath.swiglu(out: out, gate: gate, up: up, count: count)
   }
 
   /// dgate += dout·up·σ(g)(1 + g(1 − σ(g))); dup += dout·silu(g).
@@ -138,12 +135,7 @@ public enum SwiGLU {
     dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
     gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
   ) {
-    for i in 0..<count {
-      let g = gate[i]
-      let s = 1 / (1 + expf(-g))
-      dgate[i] += dout[i] * up[i] * s * (1 + g * (1 - s))
-      dup[i] += dout[i] * g * s
-    }
+    VectorMath.swigluBackward(dgate: dgate, dup: dup, dout: dout, gate: gate, up: up, count: count)
   }
 }
 

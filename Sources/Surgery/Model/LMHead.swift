@@ -41,18 +41,19 @@ public enum LMHead {
           if dx != nil { for j in 0..<V { row[j] = 0 } }
           continue
         }
-        var m = -Float.infinity
-        for j in 0..<V { m = max(m, row[j]) }
-        var sum: Float = 0
-        for j in 0..<V { sum += expf(row[j] - m) }
+        let target = Int(targets[n])
+        let m = VectorMath.max(row, count: V)
+        let targetLogit = row[target]
+        // The row becomes exp(logit − max); its sum gives log Z.
+        let sum = VectorMath.expShiftedSum(row, count: V, shift: m)
         let logZ = m + logf(sum)
-        let nll = logZ - row[Int(targets[n])]
+        let nll = logZ - targetLogit
         tokenNLL?[n] = nll
         total += Double(nll)
         if dx != nil {
           // dlogits = (softmax − onehot) / count, in place.
-          for j in 0..<V { row[j] = expf(row[j] - logZ) * inverseCount }
-          row[Int(targets[n])] -= inverseCount
+          VectorMath.scale(row, count: V, by: inverseCount / sum)
+          row[target] -= inverseCount
         }
       }
       if let dx {
