@@ -11,6 +11,7 @@ let package = Package(
     .executable(name: "espalier", targets: ["espalier"]),
     .executable(name: "espalier-inspect", targets: ["espalier-inspect"]),
     .executable(name: "espalier-convert", targets: ["espalier-convert"]),
+    .executable(name: "espalier-eval", targets: ["espalier-eval"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -45,6 +46,12 @@ let package = Package(
       name: "espalier-convert",
       dependencies: ["Formats", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Sources/Tools/espalier-convert"),
+    .executableTarget(
+      name: "espalier-eval",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-eval"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -55,7 +62,7 @@ let package = Package(
     .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
     .testTarget(
       name: "ToolsTests",
-      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert"]),
+      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval"]),
   ],
   swiftLanguageModes: [.v6]
 )

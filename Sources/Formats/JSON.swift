@@ -312,3 +312,34 @@ public enum JSONWriter {
     return String([digits[Int((v >> 4) & 0xF)], digits[Int(v & 0xF)]])
   }
 }
+
+/// JSON Lines: one JSON object per non-empty line.
+public enum JSONLines {
+  public static func read(_ path: String) throws(FormatError) -> [JSONObject] {
+    let mapped = try MappedFile(path: path)
+    var objects: [JSONObject] = []
+    var lineNumber = 0
+    var start = 0
+    let bytes = mapped.bytes
+    while start < bytes.count {
+      var end = start
+      while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+      lineNumber += 1
+      let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+      if line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D }) {
+        do {
+          guard let object = try JSONParser.parse(line).objectValue else {
+            throw FormatError.io(file: path, reason: "line \(lineNumber) is not a JSON object")
+          }
+          objects.append(object)
+        } catch let error as FormatError {
+          throw error
+        } catch {
+          throw .io(file: path, reason: "line \(lineNumber): \(error)")
+        }
+      }
+      start = end + 1
+    }
+    return objects
+  }
+}

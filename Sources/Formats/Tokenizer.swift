@@ -185,3 +185,18 @@ public final class Tokenizer: @unchecked Sendable {
     return out
   }
 }
+
+extension Tokenizer {
+  /// The tokenizer that belongs to a checkpoint: tokenizer.json beside the weights, or one made from a
+  /// GGUF file's metadata.
+  public static func forCheckpoint(_ path: String) throws(FormatError) -> Tokenizer {
+    if !FileSystem.isDirectory(path), try Checkpoint.kind(ofFile: path) == .gguf {
+      let files = try GGUFTokenizer.files(try GGUFFile(path: path), contextLength: 0)
+      do { return try Tokenizer(json: try JSONParser.parse(Array(files.tokenizerJSON.utf8)), file: path) } catch let e as FormatError {
+        throw e
+      } catch { throw .io(file: path, reason: "\(error)") }
+    }
+    let directory = FileSystem.isDirectory(path) ? path : (path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
+    return try Tokenizer(contentsOf: directory)
+  }
+}

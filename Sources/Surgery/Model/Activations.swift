@@ -14,10 +14,14 @@ public struct ActivationPlan: Sendable, Equatable {
   public let perLayer: Int
   public let shared: Int
 
-  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128) {
+  /// Whether every layer keeps its activations for backward; without, two layer slots alternate.
+  public let training: Bool
+
+  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128, training: Bool = true) {
     self.B = B
     self.T = T
     self.headChunk = headChunk
+    self.training = training
     let N = B * T
     perLayer = N * c.hiddenSize * 2 + N * 2 + N * (c.qDim * 2 + c.kvDim * 2) + B * c.heads * T
       + N * c.intermediateSize * 2
@@ -27,7 +31,7 @@ public struct ActivationPlan: Sendable, Equatable {
       + N * c.intermediateSize * 4 + headChunk * c.vocabSize + N
   }
 
-  public func floats(layers: Int) -> Int { perLayer * layers + shared }
+  public func floats(layers: Int) -> Int { perLayer * (training ? layers : min(2, layers)) + shared }
   public func bytes(layers: Int) -> Int { floats(layers: layers) * 4 }
 }
 
@@ -57,7 +61,13 @@ final class Activations {
     }
     let N = plan.B * plan.T
     let (C, I) = (c.hiddenSize, c.intermediateSize)
-    for _ in 0..<c.layers {
+    for l in 0..<c.layers {
+      // Scoring keeps no activations for backward: layers reuse two slots, so layer l's output (the
+      // next slot's input) never overwrites its own input.
+      if !plan.training && l >= 2 {
+        layers.append(layers[l % 2])
+        continue
+      }
       layers.append(Layer(
         xIn: take(N * C), rstd1: take(N), q: take(N * c.qDim), k: take(N * c.kvDim), v: take(N * c.kvDim),
         attn: take(N * c.qDim), lse: take(plan.B * c.heads * plan.T), xMid: take(N * C), rstd2: take(N),

@@ -20,9 +20,10 @@ public final class LlamaRunner {
   public var captureLayerInputGradients = false
   public private(set) var layerInputGradients: [[Float]] = []
 
-  public init(model: LlamaModel, B: Int, T: Int, headChunk: Int = 128) {
+  /// `training: false` plans activations for scoring only (two layer slots; `backward` refused).
+  public init(model: LlamaModel, B: Int, T: Int, headChunk: Int = 128, training: Bool = true) {
     self.model = model
-    plan = ActivationPlan(config: model.config, B: B, T: T, headChunk: min(headChunk, B * T))
+    plan = ActivationPlan(config: model.config, B: B, T: T, headChunk: min(headChunk, B * T), training: training)
     acts = Activations(config: model.config, plan: plan)
   }
 
@@ -45,6 +46,9 @@ public final class LlamaRunner {
     for t in targets ?? [] where Int(t) >= c.vocabSize { throw .invalidToken(id: Int(t), vocabSize: c.vocabSize) }
     self.tokens = tokens
     self.targets = targets ?? []
+    guard !prepareBackward || plan.training else {
+      throw .batchShape(expected: "a runner planned for training", got: "a scoring-only runner")
+    }
     forwardHadTargets = targets != nil && prepareBackward
 
     let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))

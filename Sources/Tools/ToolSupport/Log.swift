@@ -22,15 +22,22 @@ public enum Log {
 /// A progress line on stderr: redrawn in place on a terminal, a plain line every `every` steps otherwise.
 public final class Progress {
   private let label: String
-  private let total: Int
+  private var total: Int
   private let interactive = Log.stderrIsTerminal
   private var lastPrinted = -1
-  private let every: Int
+  private var every: Int
 
   public init(_ label: String, total: Int) {
     self.label = label
     self.total = total
     every = Swift.max(1, total / 10)
+  }
+
+  /// Updates with a total known only now (a total of 0 at creation).
+  public func update(_ done: Int, of newTotal: Int) {
+    total = newTotal
+    every = Swift.max(1, newTotal / 10)
+    update(done)
   }
 
   public func update(_ done: Int, detail: String = "") {

@@ -9,6 +9,7 @@
 
 let verbs = [
   ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, with a dtype"),
+  ("eval", "perplexity on a text, or multiple-choice accuracy, of a checkpoint"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
 ]
 
