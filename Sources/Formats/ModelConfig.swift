@@ -23,8 +23,10 @@ public struct LlamaConfig: Equatable, Sendable {
   public var ropeScaling: RopeScaling?
   public var maxPositionEmbeddings: Int
   public var tieWordEmbeddings: Bool
-  /// Qwen2-style biases on q, k and v.
+  /// Biases on q, k and v (Llama's attention_bias, always on for Qwen2).
   public var attentionBias: Bool
+  /// A bias on o_proj: Llama's attention_bias covers it, Qwen2's does not.
+  public var outputBias: Bool
   public var mlpBias: Bool
   public var bosTokenID: Int?
   public var eosTokenIDs: [Int]
@@ -36,8 +38,9 @@ public struct LlamaConfig: Equatable, Sendable {
     vocabSize: Int, hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int,
     rmsNormEps: Double = 1e-5, ropeTheta: Double = 10000, ropeScaling: RopeScaling? = nil,
     maxPositionEmbeddings: Int = 2048, tieWordEmbeddings: Bool = false, attentionBias: Bool = false,
-    mlpBias: Bool = false, bosTokenID: Int? = nil, eosTokenIDs: [Int] = []
+    mlpBias: Bool = false, bosTokenID: Int? = nil, eosTokenIDs: [Int] = [], outputBias: Bool? = nil
   ) {
+    self.outputBias = outputBias ?? attentionBias
     self.vocabSize = vocabSize
     self.hiddenSize = hiddenSize
     self.intermediateSize = intermediateSize
@@ -102,6 +105,7 @@ public struct LlamaConfig: Equatable, Sendable {
     tieWordEmbeddings = o["tie_word_embeddings"]?.boolValue ?? false
     attentionBias = o["attention_bias"]?.boolValue ?? (o["model_type"]?.stringValue == "qwen2")
     mlpBias = o["mlp_bias"]?.boolValue ?? false
+    outputBias = attentionBias && o["model_type"]?.stringValue != "qwen2"
     bosTokenID = o["bos_token_id"]?.intValue
     if let list = o["eos_token_id"]?.arrayValue {
       eosTokenIDs = list.compactMap(\.intValue)

@@ -225,6 +225,37 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     #expect(dx[C..<(2 * C)].allSatisfy { $0 == 0 })
   }
 
+  @Test func denseLinearWithBias() {
+    var r = Random(9)
+    let (N, inF, outF) = (3, 5, 4)
+    let w = r.array(outF * inF), b = r.array(outF), x = r.array(N * inF), g = r.array(N * outF)
+    var dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: outF)
+    var y = [Float](repeating: 0, count: N * outF), dx = [Float](repeating: 0, count: N * inF)
+    w.withUnsafeBufferPointer { wp in
+      b.withUnsafeBufferPointer { bp in
+        dw.withUnsafeMutableBufferPointer { dwp in
+          db.withUnsafeMutableBufferPointer { dbp in
+            let layer = DenseLinear(weight: wp.baseAddress!, bias: bp.baseAddress!, inFeatures: inF, outFeatures: outF)
+            layer.weightGrad = dwp.baseAddress
+            layer.biasGrad = dbp.baseAddress
+            layer.forward(out: &y, inp: x, N: N)
+            layer.backward(dinp: &dx, dout: g, inp: x, N: N)
+          }
+        }
+      }
+    }
+    for n in 0..<N {
+      for o in 0..<outF {
+        var want = b[o]
+        for i in 0..<inF { want += x[n * inF + i] * w[o * inF + i] }
+        #expect(abs(y[n * outF + o] - want) < 1e-5)
+      }
+    }
+    for o in 0..<outF { #expect(abs(db[o] - (0..<N).reduce(0) { $0 + g[$1 * outF + o] }) < 1e-5) }
+    for i in 0..<inF { #expect(abs(dx[i] - (0..<outF).reduce(0) { $0 + g[$1] * w[$1 * inF + i] }) < 1e-5) }
+    #expect(abs(dw[0] - (0..<N).reduce(0) { $0 + g[$1 * outF] * x[$1 * inF] }) < 1e-5)
+  }
+
   @Test func stridedGemmMatchesNaive() {
     var r = Random(7)
     let (m, n, k, lda, ldb, ldc) = (5, 3, 4, 9, 7, 6)

@@ -60,10 +60,16 @@ public enum LlamaTensors {
         list.append((p + "self_attn.v_proj.bias", [c.kvDim]))
       }
       list.append((p + "self_attn.o_proj.weight", [c.hiddenSize, c.qDim]))
+      if c.outputBias { list.append((p + "self_attn.o_proj.bias", [c.hiddenSize])) }
       list.append((p + "post_attention_layernorm.weight", [c.hiddenSize]))
       list.append((p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]))
       list.append((p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]))
       list.append((p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize]))
+      if c.mlpBias {
+        list.append((p + "mlp.gate_proj.bias", [c.intermediateSize]))
+        list.append((p + "mlp.up_proj.bias", [c.intermediateSize]))
+        list.append((p + "mlp.down_proj.bias", [c.hiddenSize]))
+      }
     }
     list.append(("model.norm.weight", [c.hiddenSize]))
     if !c.tieWordEmbeddings { list.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }

@@ -53,6 +53,9 @@ struct EvalCommand: ParsableCommand {
       let clock = Stopwatch()
       let tokenizer = try Tokenizer.forCheckpoint(model)
       let llama = try LlamaModel.load(model, maxPositions: text != nil ? seqLen : 4096)
+      let plan = ActivationPlan(config: llama.config, B: batchSize, T: seqLen - 1, training: false)
+      Log.info("model: \(llama.config.layers) layers, \(llama.params.bytes / 1_000_000) MB of f32 weights; "
+        + "activations planned: \(plan.bytes(layers: llama.config.layers) / 1_000_000) MB for \(batchSize) × \(seqLen)")
       if let text {
         let tokens = tokenizer.encode(try EvalInputs.text(text))
         let progress = Progress("eval", total: 0)
