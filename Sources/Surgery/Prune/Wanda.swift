@@ -1,0 +1,51 @@
+// Wanda (Sun et al. 2023, locuslab/wanda; algorithms.md §1.2-1.3): score S_ij = |W_ij| · sqrt(s_j), where
+// s_j is the running mean over calibration sequences of Σ_tokens x_j² for the layer's input column j.
+
+/// Per-input-column statistics of one linear layer, accumulated sequence by sequence as Wanda does:
+/// s ← s·n/(n+b); n ← n + b; s += ‖X_batch[:, j]‖² / n, with b the number of sequences in the batch.
+public final class WandaStatistics {
+  public let columns: Int
+  public private(set) var scaler: [Double]
+  public private(set) var sequences = 0
+
+  public init(columns: Int) {
+    self.columns = columns
+    scaler = [Double](repeating: 0, count: columns)
+  }
+
+  /// Adds a batch of `sequences` sequences whose tokens are the rows of x (tokens, columns).
+  public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
+    let n = Double(sequences), total = Double(sequences + b)
+    for j in 0..<columns { scaler[j] *= n / total }
+    sequences += b
+    var sums = [Double](repeating: 0, count: columns)
+    for t in 0..<tokens {
+      let row = x + t * columns
+      for j in 0..<columns { sums[j] += Double(row[j]) * Double(row[j]) }
+    }
+    for j in 0..<columns { scaler[j] += sums[j] / total }
+  }
+}
+
+public enum Wanda {
+  /// Scores of a row-major (rows, cols) weight.
+  public static func scores(_ weight: UnsafePointer<Float>, rows: Int, cols: Int, statistics: WandaStatistics) -> [Float] {
+    let norms = statistics.scaler.map { Float($0.squareRoot()) }
+    var s = [Float](repeating: 0, count: rows * cols)
+    for r in 0..<rows { for c in 0..<cols { s[r * cols + c] = abs(weight[r * cols + c]) * norms[c] } }
+    return s
+  }
+
+  /// The mask (true = pruned): per output row for unstructured targets, per group for N:M.
+  public static func mask(
+    _ weight: UnsafePointer<Float>, rows: Int, cols: Int, statistics: WandaStatistics, target: SparsityTarget
+  ) -> [Bool] {
+    let s = scores(weight, rows: rows, cols: cols, statistics: statistics)
+    return s.withUnsafeBufferPointer { p in
+      switch target {
+      case .unstructured(let ratio): return MaskSelection.perRow(p.baseAddress!, rows: rows, cols: cols, ratio: ratio)
+      case .nm(let pattern): return MaskSelection.nm(p.baseAddress!, rows: rows, cols: cols, pattern: pattern)
+      }
+    }
+  }
+}
