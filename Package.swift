@@ -12,6 +12,7 @@ let package = Package(
     .executable(name: "espalier-inspect", targets: ["espalier-inspect"]),
     .executable(name: "espalier-convert", targets: ["espalier-convert"]),
     .executable(name: "espalier-eval", targets: ["espalier-eval"]),
+    .executable(name: "espalier-prune", targets: ["espalier-prune"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -52,6 +53,12 @@ let package = Package(
         "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-eval"),
+    .executableTarget(
+      name: "espalier-prune",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-prune"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -62,7 +69,7 @@ let package = Package(
     .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
     .testTarget(
       name: "ToolsTests",
-      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval"]),
+      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune"]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -115,15 +115,17 @@ public enum Converter {
     }
   }
 
-  /// Builds the directory under a temporary name beside it, then renames it into place.
-  static func writeDirectory(
-    _ sources: [TensorSource], sideFiles: [SideFile], to output: String, options: ConvertOptions
+  /// Builds a checkpoint directory under a temporary name beside it (sharded safetensors, then the side
+  /// files), then renames it into place, replacing what is there.
+  public static func writeDirectory(
+    _ sources: [TensorSource], sideFiles: [SideFile], to output: String, options: ConvertOptions,
+    metadata: [String: String]? = SafetensorsWriter.defaultMetadata
   ) throws(FormatError) -> [String] {
     let trimmed = output.hasSuffix("/") ? String(output.dropLast()) : output
     let temporary = trimmed + ".partial-\(getpid())"
     guard mkdir(temporary, 0o755) == 0 else { throw .io(file: temporary, reason: "cannot create: \(systemErrorText())") }
     do throws(FormatError) {
-      var files = try SafetensorsCheckpoint.write(sources, toDirectory: temporary, maxShardSize: options.maxShardSize)
+      var files = try SafetensorsCheckpoint.write(sources, toDirectory: temporary, maxShardSize: options.maxShardSize, metadata: metadata)
       for side in sideFiles {
         try side.write(into: temporary)
         files.append(side.name)

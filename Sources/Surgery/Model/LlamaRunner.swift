@@ -51,33 +51,12 @@ public final class LlamaRunner {
     }
     forwardHadTargets = targets != nil && prepareBackward
 
-    let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
+    let C = c.hiddenSize
     tokens.withUnsafeBufferPointer { Embedding.forward(out: acts.layers[0].xIn, tokens: $0.baseAddress!, table: model.embedding, N: N, C: C) }
     for l in 0..<c.layers {
-      let a = acts.layers[l]
-      let lin = model.linears[l]
-      let w = "model.layers.\(l)."
-      let next = l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal
-      // attention half
-      RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: model.weight(w + "input_layernorm.weight"), eps: eps, N: N, C: C)
-      lin[0].forward(out: a.q, inp: acts.xn, N: N)
-      lin[1].forward(out: a.k, inp: acts.xn, N: N)
-      lin[2].forward(out: a.v, inp: acts.xn, N: N)
-      model.rope.forward(a.q, B: plan.B, T: plan.T, heads: c.heads)
-      model.rope.forward(a.k, B: plan.B, T: plan.T, heads: c.kvHeads)
-      Attention.forward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim)
-      lin[3].forward(out: acts.tmp, inp: a.attn, N: N)
-      a.xMid.update(from: a.xIn, count: N * C)
-      accumulate(a.xMid, acts.tmp, count: N * C)
-      // MLP half
-      RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: model.weight(w + "post_attention_layernorm.weight"), eps: eps, N: N, C: C)
-      lin[4].forward(out: a.gate, inp: acts.xn, N: N)
-      lin[5].forward(out: a.up, inp: acts.xn, N: N)
-      SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: N * I)
-      lin[6].forward(out: acts.tmp, inp: acts.act, N: N)
-      next.update(from: a.xMid, count: N * C)
-      accumulate(next, acts.tmp, count: N * C)
+      runBlock(l, output: l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal)
     }
+    let eps = Float(c.rmsNormEps)
     RMSNorm.forward(out: acts.xFinalNorm, rstd: acts.rstdF, inp: acts.xFinal, weight: model.weight("model.norm.weight"), eps: eps, N: N, C: C)
     if forwardHadTargets { acts.dx.update(repeating: 0, count: N * C) }
     let targetPointer = self.targets
@@ -87,6 +66,41 @@ public final class LlamaRunner {
         chunk: plan.headChunk, scratch: acts.headScratch, tokenNLL: acts.tokenNLL,
         dx: forwardHadTargets ? acts.dx : nil, logitsOut: onLogits)
     }
+  }
+
+  /// Runs decoder block l alone on `input` (B·T tokens, hidden size each) into `output` (which may be the
+  /// same memory: the input is copied in first). For layer-by-layer calibration.
+  public func forwardBlock(_ l: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+    acts.layers[l].xIn.update(from: input, count: N * model.config.hiddenSize)
+    runBlock(l, output: output)
+  }
+
+  /// Block l on the input already in its slot, writing the block's output to `next`.
+  private func runBlock(_ l: Int, output next: UnsafeMutablePointer<Float>) {
+    let c = model.config
+    let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
+    let a = acts.layers[l]
+    let lin = model.linears[l]
+    let w = "model.layers.\(l)."
+    // attention half
+    RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: model.weight(w + "input_layernorm.weight"), eps: eps, N: N, C: C)
+    lin[0].forward(out: a.q, inp: acts.xn, N: N)
+    lin[1].forward(out: a.k, inp: acts.xn, N: N)
+    lin[2].forward(out: a.v, inp: acts.xn, N: N)
+    model.rope.forward(a.q, B: plan.B, T: plan.T, heads: c.heads)
+    model.rope.forward(a.k, B: plan.B, T: plan.T, heads: c.kvHeads)
+    Attention.forward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim)
+    lin[3].forward(out: acts.tmp, inp: a.attn, N: N)
+    a.xMid.update(from: a.xIn, count: N * C)
+    accumulate(a.xMid, acts.tmp, count: N * C)
+    // MLP half
+    RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: model.weight(w + "post_attention_layernorm.weight"), eps: eps, N: N, C: C)
+    lin[4].forward(out: a.gate, inp: acts.xn, N: N)
+    lin[5].forward(out: a.up, inp: acts.xn, N: N)
+    SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: N * I)
+    lin[6].forward(out: acts.tmp, inp: acts.act, N: N)
+    next.update(from: a.xMid, count: N * C)
+    accumulate(next, acts.tmp, count: N * C)
   }
 
   /// Per-token NLL of the last forward with targets (0 where ignored).

@@ -11,6 +11,7 @@ let verbs = [
   ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, with a dtype"),
   ("eval", "perplexity on a text, or multiple-choice accuracy, of a checkpoint"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
+  ("prune", "magnitude, Wanda or SparseGPT pruning, unstructured or N:M, calibrated layer by layer"),
 ]
 
 /// Writes text to a file descriptor (1 stdout, 2 stderr) without the C stdio globals.

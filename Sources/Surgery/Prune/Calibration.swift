@@ -1,0 +1,187 @@
+// Layer-sequential pruning of a Llama model (algorithms.md §1.1, the SparseGPT driver's default mode):
+// the calibration windows' hidden states enter block i as produced by the already-pruned blocks
+// 0..<i; the statistics of all seven projections of block i come from one pass through the still-dense
+// block; block i is pruned; then it is run again to produce the inputs of block i+1. Only one block's
+// inputs are held (nsamples × seqLen × hidden floats); magnitude pruning needs no calibration at all.
+
+import Formats
+
+public enum PruneMethod: String, CaseIterable, Sendable {
+  case magnitude, wanda, sparsegpt
+}
+
+public struct PruneOptions: Sendable {
+  public var method: PruneMethod
+  public var target: SparsityTarget
+  /// Sequences run through a block at once.
+  public var batchSize = 4
+  public var percdamp = 0.01
+  public var blockSize = 128
+  /// Which projections to prune (HF weight names); default: the seven of every block.
+  public var selects: @Sendable (String) -> Bool = { _ in true }
+
+  public init(method: PruneMethod, target: SparsityTarget) {
+    self.method = method
+    self.target = target
+  }
+}
+
+public struct PrunedTensor: Sendable, Equatable {
+  public var name: String
+  public var zeros: Int
+  public var elements: Int
+  public var sparsity: Double { elements == 0 ? 0 : Double(zeros) / Double(elements) }
+}
+
+public struct PruneReport: Sendable {
+  public var tensors: [PrunedTensor]
+  public var warnings: [String]
+  public var zeros: Int { tensors.reduce(0) { $0 + $1.zeros } }
+  public var elements: Int { tensors.reduce(0) { $0 + $1.elements } }
+  public var sparsity: Double { elements == 0 ? 0 : Double(zeros) / Double(elements) }
+}
+
+public enum Calibration {
+  /// `count` windows of `length` tokens at seeded uniform start positions in the token stream (the
+  /// documents of the calibration text, joined). Deterministic for a seed.
+  public static func windows(from tokens: [Int32], count: Int, length: Int, seed: UInt64) throws(SurgeryError) -> [[Int32]] {
+    guard tokens.count > length else {
+      throw .batchShape(expected: "more than \(length) calibration tokens", got: "\(tokens.count)")
+    }
+    var state = seed &+ 0x9E37_79B9_7F4A_7C15
+    func next() -> UInt64 {
+      state &+= 0x9E37_79B9_7F4A_7C15
+      var z = state
+      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+      return z ^ (z >> 31)
+    }
+    return (0..<count).map { _ in
+      let start = Int(next() % UInt64(tokens.count - length))
+      return Array(tokens[start..<(start + length)])
+    }
+  }
+}
+
+/// A linear layer that records its inputs for a pruning statistic, then forwards unchanged.
+final class RecordingLinear: LinearLayer {
+  let base: LinearLayer
+  let record: (UnsafePointer<Float>, Int) -> Void
+  var inFeatures: Int { base.inFeatures }
+  var outFeatures: Int { base.outFeatures }
+  init(_ base: LinearLayer, record: @escaping (UnsafePointer<Float>, Int) -> Void) {
+    self.base = base
+    self.record = record
+  }
+  func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    record(inp, N)
+    base.forward(out: out, inp: inp, N: N)
+  }
+  func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    base.backward(dinp: dinp, dout: dout, inp: inp, N: N)
+  }
+}
+
+public enum Pruner {
+  /// Prunes `model`'s weights in place. `windows` are calibration token windows of equal length
+  /// (unused by magnitude). `progress(layer, layers)` after each block.
+  public static func prune(
+    _ model: LlamaModel, windows: [[Int32]], options: PruneOptions, progress: ((Int, Int) -> Void)? = nil
+  ) throws(SurgeryError) -> PruneReport {
+    let c = model.config
+    var report = PruneReport(tensors: [], warnings: [])
+    if options.method == .magnitude {
+      for l in 0..<c.layers {
+        for p in LlamaTensors.projections { try pruneMagnitude(model, "model.layers.\(l).\(p).weight", options, &report) }
+        progress?(l + 1, c.layers)
+      }
+      return report
+    }
+    guard let first = windows.first, windows.allSatisfy({ $0.count == first.count }) else {
+      throw .batchShape(expected: "calibration windows of one length", got: "none or mixed")
+    }
+    let T = first.count, C = c.hiddenSize
+    let batch = max(1, min(options.batchSize, windows.count))
+    var runners: [Int: LlamaRunner] = [:]
+    func runner(_ b: Int) -> LlamaRunner {
+      if let r = runners[b] { return r }
+      let r = LlamaRunner(model: model, B: b, T: T, training: false)
+      runners[b] = r
+      return r
+    }
+    // Hidden states of every window entering the current block: (windows, T, C).
+    var hidden = [Float](repeating: 0, count: windows.count * T * C)
+    hidden.withUnsafeMutableBufferPointer { h in
+      for (w, tokens) in windows.enumerated() {
+        tokens.withUnsafeBufferPointer {
+          Embedding.forward(out: h.baseAddress! + w * T * C, tokens: $0.baseAddress!, table: model.embedding, N: T, C: C)
+        }
+      }
+    }
+    func runBlock(_ l: Int) {
+      hidden.withUnsafeMutableBufferPointer { h in
+        for start in stride(from: 0, to: windows.count, by: batch) {
+          let b = min(batch, windows.count - start)
+          let p = h.baseAddress! + start * T * C
+          runner(b).forwardBlock(l, input: p, output: p)
+        }
+      }
+    }
+    for l in 0..<c.layers {
+      let names = LlamaTensors.projections.map { "model.layers.\(l).\($0).weight" }
+      let original = model.linears[l]
+      var wanda: [WandaStatistics?] = Array(repeating: nil, count: names.count)
+      var hessians: [HessianAccumulator?] = Array(repeating: nil, count: names.count)
+      for (p, name) in names.enumerated() where options.selects(name) {
+        let columns = original[p].inFeatures
+        if options.method == .wanda {
+          let stats = WandaStatistics(columns: columns)
+          wanda[p] = stats
+          model.linears[l][p] = RecordingLinear(original[p]) { x, n in stats.add(x, tokens: n, sequences: n / T) }
+        } else {
+          let h = HessianAccumulator(columns: columns)
+          hessians[p] = h
+          model.linears[l][p] = RecordingLinear(original[p]) { x, n in h.add(x, tokens: n, sequences: n / T) }
+        }
+      }
+      // Statistics from the dense block, on inputs from the pruned blocks before it.
+      let snapshot = hidden
+      runBlock(l)
+      hidden = snapshot
+      model.linears[l] = original
+      for (p, name) in names.enumerated() where options.selects(name) {
+        let entry = model.params.layout.entry(name)!
+        let (rows, cols) = (entry.shape[0], entry.shape[1])
+        let weight = model.params.base + entry.offset
+        if let stats = wanda[p] {
+          MaskSelection.apply(Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target), to: weight)
+        } else if let h = hessians[p] {
+          let result = try SparseGPT.prune(
+            weight, rows: rows, cols: cols, hessian: h.h, target: options.target, percdamp: options.percdamp,
+            blockSize: options.blockSize)
+          if result.percdamp != options.percdamp {
+            report.warnings.append("\(name): Cholesky failed; percdamp raised to \(result.percdamp)")
+          }
+        }
+        report.tensors.append(count(weight, name: name, elements: entry.count))
+      }
+      // The pruned block produces the next block's inputs.
+      runBlock(l)
+      progress?(l + 1, c.layers)
+    }
+    return report
+  }
+
+  static func pruneMagnitude(_ model: LlamaModel, _ name: String, _ options: PruneOptions, _ report: inout PruneReport) throws(SurgeryError) {
+    guard options.selects(name), let entry = model.params.layout.entry(name) else { return }
+    let weight = model.params.base + entry.offset
+    MaskSelection.apply(Magnitude.mask(weight, rows: entry.shape[0], cols: entry.shape[1], target: options.target), to: weight)
+    report.tensors.append(count(weight, name: name, elements: entry.count))
+  }
+
+  static func count(_ weight: UnsafePointer<Float>, name: String, elements: Int) -> PrunedTensor {
+    var zeros = 0
+    for i in 0..<elements where weight[i] == 0 { zeros += 1 }
+    return PrunedTensor(name: name, zeros: zeros, elements: elements)
+  }
+}

@@ -1,0 +1,43 @@
+// espalier-prune's inputs and report.
+
+import Formats
+import Surgery
+import ToolSupport
+
+/// --include / --exclude as regular expressions on tensor names (searched, not anchored).
+struct TensorFilter: Sendable {
+  let include: String?
+  let exclude: String?
+  func matches(_ name: String) -> Bool {
+    if let include, let r = try? Regex(include), name.firstMatch(of: r) == nil { return false }
+    if let exclude, let r = try? Regex(exclude), name.firstMatch(of: r) != nil { return false }
+    return true
+  }
+}
+
+enum CalibrationText {
+  static func read(_ path: String) throws -> String {
+    if path.hasSuffix(".jsonl") {
+      return try JSONLines.read(path).compactMap { $0["text"]?.stringValue }.joined(separator: "\n\n")
+    }
+    let mapped = try MappedFile(path: path)
+    return String(decoding: mapped.bytes, as: UTF8.self)
+  }
+}
+
+enum PruneSummary {
+  static func print(_ r: PruneReport, options: PruneOptions, output: String, seconds: Double, json: Bool) {
+    if json {
+      Output.json(.object(JSONObject([
+        ("output", .string(output)), ("method", .string(options.method.rawValue)),
+        ("target", .string(options.target.description)), ("tensors", .number(String(r.tensors.count))),
+        ("zeros", .number(String(r.zeros))), ("elements", .number(String(r.elements))),
+        ("sparsity", .number(Format.fixed(r.sparsity, 6))), ("seconds", .number(Format.fixed(seconds, 2))),
+        ("warnings", .array(r.warnings.map { .string($0) })),
+      ])))
+    } else {
+      Output.line("pruned \(r.tensors.count) tensors with \(options.method.rawValue) (\(options.target)) -> \(output)")
+      Output.line("sparsity: \(Format.percent(r.sparsity)) (\(r.zeros) zeros of \(r.elements))  time: \(Format.fixed(seconds, 1)) s")
+    }
+  }
+}
