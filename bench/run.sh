@@ -23,3 +23,21 @@ $bin/espalier-bench rss $bin/espalier-convert models/SmolLM2-135M-Instruct.Q4_1.
 
 # Engine (issue 4): forward and forward+backward of SmolLM2-135M at 4 × 256 against sgemm; peak RSS.
 $bin/espalier-bench engine models/SmolLM2-135M-Instruct.Q4_1.gguf 4 256
+
+# Pruning (issue 5): SmolLM2-135M, 32 calibration windows of 512 tokens from the Python docs (Debian's
+# python3.11-doc), Wanda and SparseGPT at 50% and 2:4; wall time, peak RSS, held-out perplexity.
+docs=/usr/share/doc/python3.11/html/_sources
+[ -d "$docs" ] || { sudo=$([ "$(id -u)" = 0 ] || echo sudo); $sudo apt-get install -y -qq python3.11-doc >/dev/null; }
+cat "$docs"/library/functions.rst.txt "$docs"/library/stdtypes.rst.txt > "$out/calibration.txt"
+cat "$docs"/reference/datamodel.rst.txt "$docs"/reference/expressions.rst.txt > "$out/heldout.txt"
+make -s smollm2
+echo "dense: $($bin/espalier-eval models/smollm2-135m --text "$out/heldout.txt" --seq-len 512 --json 2>/dev/null | tr -d '\n ')"
+for method in wanda sparsegpt; do
+  for target in "--sparsity 0.5" "--pattern 2:4"; do
+    name="$method-$(echo $target | tr -d ' -:.')"
+    $bin/espalier-bench rss $bin/espalier-prune models/smollm2-135m "$out/$name" --method $method $target \
+      --calibration "$out/calibration.txt" --nsamples 32 --seq-len 512 --overwrite
+    echo "$name: $($bin/espalier-eval "$out/$name" --text "$out/heldout.txt" --seq-len 512 --json 2>/dev/null | tr -d '\n ')"
+    rm -rf "$out/$name"
+  done
+done
