@@ -38,6 +38,20 @@ import Testing
     }
   }
 
+  @Test func spillingCalibrationStatesChangesNothing() throws {
+    let model = try LlamaModel.load(fixturePath("tiny-llama"))
+    var options = PruneOptions(method: .wanda, target: .unstructured(0.5))
+    options.maxMemory = 1000
+    let report = try Pruner.prune(model, windows: try Self.windows(), options: options)
+    #expect(report.warnings.contains { $0.contains("spilled") })
+    let golden = try SafetensorsFile(path: fixturePath("prune/wanda_unstructured50.safetensors"))
+    for e in golden.entries {
+      let entry = try #require(model.params.layout.entry(e.info.name))
+      let got = Array(UnsafeBufferPointer(start: model.params.base + entry.offset, count: entry.count))
+      #expect(maxAbsDiff(got, try golden.tensor(e).float32()) < 1e-4)
+    }
+  }
+
   @Test func windowSamplerIsDeterministicAndInRange() throws {
     let tokens = (0..<1000).map { Int32($0) }
     let a = try Calibration.windows(from: tokens, count: 5, length: 64, seed: 3)

@@ -47,7 +47,7 @@ import Testing
       #expect(try Tools.run("espalier-prune", args).status == 64, "\(args)")
     }
     let help = try Tools.run("espalier-prune", ["--help"])
-    for flag in ["--method", "--sparsity", "--pattern", "--calibration", "--nsamples", "--seq-len", "--seed", "--percdamp", "--include", "--exclude", "--dtype", "--json"] {
+    for flag in ["--method", "--sparsity", "--pattern", "--calibration", "--nsamples", "--seq-len", "--seed", "--percdamp", "--include", "--exclude", "--dtype", "--max-memory", "--json"] {
       #expect(help.stdout.contains(flag), "\(flag)")
     }
   }

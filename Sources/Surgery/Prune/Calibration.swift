@@ -2,9 +2,14 @@
 // the calibration windows' hidden states enter block i as produced by the already-pruned blocks
 // 0..<i; the statistics of all seven projections of block i come from one pass through the still-dense
 // block; block i is pruned; then it is run again to produce the inputs of block i+1. Only one block's
-// inputs are held (nsamples × seqLen × hidden floats); magnitude pruning needs no calibration at all.
+// inputs are held (nsamples × seqLen × hidden floats), in memory or, past `maxMemory`, in a
+// memory-mapped temporary file that the kernel pages out; magnitude pruning needs no calibration at all.
 
 import Formats
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 public enum PruneMethod: String, CaseIterable, Sendable {
   case magnitude, wanda, sparsegpt
@@ -19,6 +24,10 @@ public struct PruneOptions: Sendable {
   public var blockSize = 128
   /// Which projections to prune (HF weight names); default: the seven of every block.
   public var selects: @Sendable (String) -> Bool = { _ in true }
+  /// Bytes of calibration hidden states kept in memory; beyond it they live in a temporary file.
+  public var maxMemory = 2_000_000_000
+  /// Directory for that file.
+  public var temporaryDirectory = "/tmp"
 
   public init(method: PruneMethod, target: SparsityTarget) {
     self.method = method
@@ -110,21 +119,22 @@ public enum Pruner {
       return r
     }
     // Hidden states of every window entering the current block: (windows, T, C).
-    var hidden = [Float](repeating: 0, count: windows.count * T * C)
-    hidden.withUnsafeMutableBufferPointer { h in
-      for (w, tokens) in windows.enumerated() {
-        tokens.withUnsafeBufferPointer {
-          Embedding.forward(out: h.baseAddress! + w * T * C, tokens: $0.baseAddress!, table: model.embedding, N: T, C: C)
-        }
+    let hidden = try HiddenStates(
+      count: windows.count * T * C, maxMemory: options.maxMemory, directory: options.temporaryDirectory)
+    if hidden.spilled { report.warnings.append("calibration states (\(hidden.count * 4) bytes) spilled to a temporary file") }
+    for (w, tokens) in windows.enumerated() {
+      tokens.withUnsafeBufferPointer {
+        Embedding.forward(out: hidden.base + w * T * C, tokens: $0.baseAddress!, table: model.embedding, N: T, C: C)
       }
     }
-    func runBlock(_ l: Int) {
-      hidden.withUnsafeMutableBufferPointer { h in
-        for start in stride(from: 0, to: windows.count, by: batch) {
-          let b = min(batch, windows.count - start)
-          let p = h.baseAddress! + start * T * C
-          runner(b).forwardBlock(l, input: p, output: p)
-        }
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: batch * T * C)
+    defer { scratch.deallocate() }
+    /// Runs block l over every window; in place when `advance`, else into scratch (statistics only).
+    func runBlock(_ l: Int, advance: Bool) {
+      for start in stride(from: 0, to: windows.count, by: batch) {
+        let b = min(batch, windows.count - start)
+        let p = hidden.base + start * T * C
+        runner(b).forwardBlock(l, input: p, output: advance ? p : scratch)
       }
     }
     for l in 0..<c.layers {
@@ -145,9 +155,7 @@ public enum Pruner {
         }
       }
       // Statistics from the dense block, on inputs from the pruned blocks before it.
-      let snapshot = hidden
-      runBlock(l)
-      hidden = snapshot
+      runBlock(l, advance: false)
       model.linears[l] = original
       for (p, name) in names.enumerated() where options.selects(name) {
         let entry = model.params.layout.entry(name)!
@@ -166,7 +174,7 @@ public enum Pruner {
         report.tensors.append(count(weight, name: name, elements: entry.count))
       }
       // The pruned block produces the next block's inputs.
-      runBlock(l)
+      runBlock(l, advance: true)
       progress?(l + 1, c.layers)
     }
     return report
@@ -183,5 +191,41 @@ public enum Pruner {
     var zeros = 0
     for i in 0..<elements where weight[i] == 0 { zeros += 1 }
     return PrunedTensor(name: name, zeros: zeros, elements: elements)
+  }
+}
+
+/// The calibration hidden states: anonymous memory, or a temporary file mapped shared (and unlinked at
+/// once, so nothing is left behind) when they exceed the memory budget.
+final class HiddenStates {
+  let base: UnsafeMutablePointer<Float>
+  let count: Int
+  let spilled: Bool
+  private let mappedBytes: Int
+
+  init(count: Int, maxMemory: Int, directory: String) throws(SurgeryError) {
+    self.count = count
+    let bytes = max(1, count) * 4
+    guard bytes > maxMemory else {
+      base = .allocate(capacity: max(1, count))
+      base.initialize(repeating: 0, count: max(1, count))
+      spilled = false
+      mappedBytes = 0
+      return
+    }
+    var template = Array((directory + "/espalier-calibration-XXXXXX").utf8CString)
+    let fd = mkstemp(&template)
+    guard fd >= 0 else { throw .format(.io(file: directory, reason: "cannot create a temporary file for calibration states")) }
+    defer { close(fd) }
+    unlink(String(cString: template))
+    guard ftruncate(fd, off_t(bytes)) == 0,
+      let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED
+    else { throw .format(.io(file: directory, reason: "cannot map \(bytes) bytes of calibration states")) }
+    base = mapped.bindMemory(to: Float.self, capacity: count)
+    spilled = true
+    mappedBytes = bytes
+  }
+
+  deinit {
+    if spilled { munmap(base, mappedBytes) } else { base.deallocate() }
   }
 }

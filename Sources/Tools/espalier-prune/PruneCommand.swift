@@ -5,6 +5,10 @@ import Formats
 import Surgery
 import ToolSupport
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 @main
 struct PruneCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -35,6 +39,7 @@ struct PruneCommand: ParsableCommand {
   @Option(help: "Leave tensors whose name matches this regular expression.") var exclude: String?
   @Option(help: "Output dtype of floating-point tensors (f32, f16, bf16); default: the input's.") var dtype: String?
   @Option(help: "Calibration windows per block forward.") var batchSize = 4
+  @Option(help: "Memory for calibration states (decimal units, e.g. 2GB); beyond it they go to a temporary file in $TMPDIR.") var maxMemory = "2GB"
   @Flag(help: "Replace OUT if it exists.") var overwrite = false
   @Flag(help: "Print a JSON report on stdout instead of the summary.") var json = false
 
@@ -48,6 +53,7 @@ struct PruneCommand: ParsableCommand {
     if let dtype, DType(userName: dtype).map({ [.f32, .f16, .bf16].contains($0) }) != true {
       throw ValidationError("--dtype must be f32, f16 or bf16")
     }
+    do { _ = try ByteSize.parse(maxMemory) } catch { throw ValidationError("--max-memory: \(error)") }
     for regex in [include, exclude].compactMap({ $0 }) {
       do { _ = try Regex(regex) } catch { throw ValidationError("invalid regular expression `\(regex)`") }
     }
@@ -61,6 +67,8 @@ struct PruneCommand: ParsableCommand {
       options.percdamp = percdamp
       options.batchSize = batchSize
       options.selects = TensorFilter(include: include, exclude: exclude).matches
+      options.maxMemory = try ByteSize.parse(maxMemory)
+      if let tmp = getenv("TMPDIR") { options.temporaryDirectory = String(cString: tmp) }
       let reader = try Checkpoint.open(model)
       let llama = try LlamaModel.load(model, maxPositions: seqLen)
       let length = min(seqLen, llama.config.maxPositionEmbeddings)
