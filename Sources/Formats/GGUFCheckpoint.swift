@@ -4,7 +4,7 @@
 
 public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
   public let file: GGUFFile
-  public let hyperparameters: LlamaHyperparameters
+  public let config: LlamaConfig
   public let infos: [TensorInfo]
   /// Things a user should know: GGUF tensors with no HF counterpart, a tokenizer we could not express.
   public private(set) var notes: [String] = []
@@ -14,8 +14,8 @@ public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
 
   public init(path: String) throws(FormatError) {
     file = try GGUFFile(path: path)
-    let p = try GGUFLlama.hyperparameters(file)
-    hyperparameters = p
+    let p = try GGUFLlama.config(file)
+    config = p
     var infos: [TensorInfo] = []
     var byName: [String: (GGUFTensorInfo, Int?)] = [:]
     for t in file.tensors {
@@ -51,11 +51,11 @@ public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
 
   public func sideFiles() throws(FormatError) -> [SideFile] {
     var files = [
-      SideFile(name: "config.json", content: .text(GGUFLlama.configJSON(hyperparameters))),
-      SideFile(name: "generation_config.json", content: .text(GGUFLlama.generationConfigJSON(hyperparameters))),
+      SideFile(name: "config.json", content: .text(GGUFLlama.configJSON(config))),
+      SideFile(name: "generation_config.json", content: .text(GGUFLlama.generationConfigJSON(config))),
     ]
     do {
-      let tokenizer = try GGUFTokenizer.files(file, contextLength: hyperparameters.contextLength)
+      let tokenizer = try GGUFTokenizer.files(file, contextLength: config.maxPositionEmbeddings)
       files.append(SideFile(name: "tokenizer.json", content: .text(tokenizer.tokenizerJSON)))
       files.append(SideFile(name: "tokenizer_config.json", content: .text(tokenizer.tokenizerConfigJSON)))
     } catch {

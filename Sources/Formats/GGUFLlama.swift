@@ -1,36 +1,11 @@
 // GGUF `llama` metadata -> the HF side files: config.json, generation_config.json, tokenizer.json and
 // tokenizer_config.json (formats.md §4.4-4.5, §7), so a converted GGUF is a complete HF checkpoint.
-// JSON is written as transformers writes it (indent 2, sorted keys, trailing newline).
-
-public struct LlamaHyperparameters: Equatable, Sendable {
-  public var vocabSize: Int
-  public var hiddenSize: Int
-  public var intermediateSize: Int
-  public var layers: Int
-  public var heads: Int
-  public var kvHeads: Int
-  public var headDim: Int
-  public var contextLength: Int
-  public var rmsNormEps: Float
-  public var ropeTheta: Float
-  public var tiedEmbeddings: Bool
-  public var attentionBias: Bool
-  public var bosTokenID: Int?
-  public var eosTokenID: Int?
-  public var padTokenID: Int?
-  public var ropeScaling: (type: String, factor: Float, original: Int?)?
-
-  public static func == (a: Self, b: Self) -> Bool {
-    a.vocabSize == b.vocabSize && a.hiddenSize == b.hiddenSize && a.intermediateSize == b.intermediateSize
-      && a.layers == b.layers && a.heads == b.heads && a.kvHeads == b.kvHeads && a.headDim == b.headDim
-      && a.contextLength == b.contextLength && a.rmsNormEps == b.rmsNormEps && a.ropeTheta == b.ropeTheta
-      && a.tiedEmbeddings == b.tiedEmbeddings && a.attentionBias == b.attentionBias
-  }
-}
+// JSON is written as transformers writes it (indent 2, sorted keys, trailing newline). The parsed
+// hyperparameters are a LlamaConfig, the same type config.json reads into.
 
 public enum GGUFLlama {
-  /// Reads the llama hyperparameters; every missing required key is reported at once.
-  public static func hyperparameters(_ file: GGUFFile) throws(FormatError) -> LlamaHyperparameters {
+  /// Reads the llama hyperparameters as a config; every missing required key is reported at once.
+  public static func config(_ file: GGUFFile) throws(FormatError) -> LlamaConfig {
     let arch = file.metadata["general.architecture"]?.stringValue ?? ""
     guard arch == "llama" else { throw .unsupportedArchitecture(file: file.path, architecture: arch) }
     var missing: [FormatError] = []
@@ -50,7 +25,8 @@ public enum GGUFLlama {
     }
     let hidden = int("embedding_length")
     let heads = int("attention.head_count")
-    let p = LlamaHyperparameters(
+    let scalingType = file.metadata["llama.rope.scaling.type"]?.stringValue
+    let p = LlamaConfig(
       vocabSize: file.metadata["llama.vocab_size"]?.intValue
         ?? file.metadata["tokenizer.ggml.tokens"]?.arrayValue?.count ?? int("vocab_size"),
       hiddenSize: hidden,
@@ -60,18 +36,21 @@ public enum GGUFLlama {
       kvHeads: file.metadata["llama.attention.head_count_kv"]?.intValue ?? heads,
       headDim: file.metadata["llama.attention.key_length"]?.intValue
         ?? file.metadata["llama.rope.dimension_count"]?.intValue ?? (heads > 0 ? hidden / heads : 0),
-      contextLength: int("context_length"),
-      rmsNormEps: float("attention.layer_norm_rms_epsilon"),
-      ropeTheta: file.metadata["llama.rope.freq_base"]?.doubleValue.map(Float.init) ?? 10000,
-      tiedEmbeddings: file.info("output.weight") == nil,
+      rmsNormEps: Double(float("attention.layer_norm_rms_epsilon")),
+      ropeTheta: file.metadata["llama.rope.freq_base"]?.doubleValue ?? 10000,
+      ropeScaling: scalingType.flatMap { type in
+        type == "none" ? nil : RopeScaling(
+          type: type, factor: file.metadata["llama.rope.scaling.factor"]?.doubleValue ?? 1, lowFreqFactor: 1,
+          highFreqFactor: 4,
+          originalMaxPositionEmbeddings: file.metadata["llama.rope.scaling.original_context_length"]?.intValue ?? 8192)
+      },
+      maxPositionEmbeddings: int("context_length"),
+      tieWordEmbeddings: file.info("output.weight") == nil,
       attentionBias: file.info("blk.0.attn_q.bias") != nil,
       bosTokenID: file.metadata["tokenizer.ggml.bos_token_id"]?.intValue,
-      eosTokenID: file.metadata["tokenizer.ggml.eos_token_id"]?.intValue,
+      eosTokenIDs: file.metadata["tokenizer.ggml.eos_token_id"]?.intValue.map { [$0] } ?? [],
       padTokenID: file.metadata["tokenizer.ggml.padding_token_id"]?.intValue,
-      ropeScaling: file.metadata["llama.rope.scaling.type"]?.stringValue.flatMap { type in
-        type == "none" ? nil : (type, Float(file.metadata["llama.rope.scaling.factor"]?.doubleValue ?? 1),
-          file.metadata["llama.rope.scaling.original_context_length"]?.intValue)
-      })
+      outputBias: file.info("blk.0.attn_output.bias") != nil)
     if !missing.isEmpty { throw FormatError.many(missing).flattened }
     return p
   }
@@ -84,44 +63,46 @@ public enum GGUFLlama {
   }
   static func number(_ x: Int) -> JSONValue { .number(String(x)) }
 
-  public static func configJSON(_ p: LlamaHyperparameters) -> String {
+  /// config.json as transformers writes it. Floats are printed at f32 precision (GGUF stores f32).
+  public static func configJSON(_ p: LlamaConfig) -> String {
     var o = JSONObject()
     o["architectures"] = .array([.string("LlamaForCausalLM")])
     o["model_type"] = .string("llama")
     o["attention_bias"] = .bool(p.attentionBias)
     o["attention_dropout"] = .number("0.0")
     if let bos = p.bosTokenID { o["bos_token_id"] = number(bos) }
-    if let eos = p.eosTokenID { o["eos_token_id"] = number(eos) }
+    if let eos = p.eosTokenIDs.first { o["eos_token_id"] = number(eos) }
     if let pad = p.padTokenID { o["pad_token_id"] = number(pad) }
     o["head_dim"] = number(p.headDim)
     o["hidden_act"] = .string("silu")
     o["hidden_size"] = number(p.hiddenSize)
     o["intermediate_size"] = number(p.intermediateSize)
-    o["max_position_embeddings"] = number(p.contextLength)
+    o["max_position_embeddings"] = number(p.maxPositionEmbeddings)
     o["mlp_bias"] = .bool(false)
     o["num_attention_heads"] = number(p.heads)
     o["num_hidden_layers"] = number(p.layers)
     o["num_key_value_heads"] = number(p.kvHeads)
-    o["rms_norm_eps"] = number(p.rmsNormEps)
+    o["rms_norm_eps"] = number(Float(p.rmsNormEps))
     if let s = p.ropeScaling {
-      var scaling = JSONObject([("rope_type", .string(s.type)), ("factor", number(s.factor))])
-      if let original = s.original { scaling["original_max_position_embeddings"] = number(original) }
-      o["rope_scaling"] = .object(scaling)
+      o["rope_scaling"] = .object(JSONObject([
+        ("rope_type", .string(s.type)), ("factor", number(Float(s.factor))),
+        ("original_max_position_embeddings", number(s.originalMaxPositionEmbeddings)),
+      ]))
     } else {
       o["rope_scaling"] = .null
     }
-    o["rope_theta"] = number(p.ropeTheta)
-    o["tie_word_embeddings"] = .bool(p.tiedEmbeddings)
+    o["rope_theta"] = number(Float(p.ropeTheta))
+    o["tie_word_embeddings"] = .bool(p.tieWordEmbeddings)
     o["torch_dtype"] = .string("float32")
     o["use_cache"] = .bool(true)
     o["vocab_size"] = number(p.vocabSize)
     return JSONWriter.pretty(.object(o)) + "\n"
   }
 
-  public static func generationConfigJSON(_ p: LlamaHyperparameters) -> String {
+  public static func generationConfigJSON(_ p: LlamaConfig) -> String {
     var o = JSONObject([("_from_model_config", .bool(true))])
     if let bos = p.bosTokenID { o["bos_token_id"] = number(bos) }
-    if let eos = p.eosTokenID { o["eos_token_id"] = number(eos) }
+    if let eos = p.eosTokenIDs.first { o["eos_token_id"] = number(eos) }
     if let pad = p.padTokenID { o["pad_token_id"] = number(pad) }
     return JSONWriter.pretty(.object(o)) + "\n"
   }

@@ -30,6 +30,7 @@ public struct LlamaConfig: Equatable, Sendable {
   public var mlpBias: Bool
   public var bosTokenID: Int?
   public var eosTokenIDs: [Int]
+  public var padTokenID: Int?
 
   public var qDim: Int { heads * headDim }
   public var kvDim: Int { kvHeads * headDim }
@@ -38,8 +39,10 @@ public struct LlamaConfig: Equatable, Sendable {
     vocabSize: Int, hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int,
     rmsNormEps: Double = 1e-5, ropeTheta: Double = 10000, ropeScaling: RopeScaling? = nil,
     maxPositionEmbeddings: Int = 2048, tieWordEmbeddings: Bool = false, attentionBias: Bool = false,
-    mlpBias: Bool = false, bosTokenID: Int? = nil, eosTokenIDs: [Int] = [], outputBias: Bool? = nil
+    mlpBias: Bool = false, bosTokenID: Int? = nil, eosTokenIDs: [Int] = [], padTokenID: Int? = nil,
+    outputBias: Bool? = nil
   ) {
+    self.padTokenID = padTokenID
     self.outputBias = outputBias ?? attentionBias
     self.vocabSize = vocabSize
     self.hiddenSize = hiddenSize
@@ -107,6 +110,7 @@ public struct LlamaConfig: Equatable, Sendable {
     mlpBias = o["mlp_bias"]?.boolValue ?? false
     outputBias = attentionBias && o["model_type"]?.stringValue != "qwen2"
     bosTokenID = o["bos_token_id"]?.intValue
+    padTokenID = o["pad_token_id"]?.intValue
     if let list = o["eos_token_id"]?.arrayValue {
       eosTokenIDs = list.compactMap(\.intValue)
     } else {

@@ -44,7 +44,7 @@ import Testing
   @Test(.enabled(if: available, "models/SmolLM2-135M-Instruct.Q4_1.gguf is absent: run `make test` or `make smollm2`"))
   func configMatchesTransformers() throws {
     let want = try #require(try Fixtures.json("smollm2/manifest.json")["config"] as? [String: Any])
-    let p = try GGUFCheckpoint(path: Self.ggufPath).hyperparameters
+    let p = try GGUFCheckpoint(path: Self.ggufPath).config
     #expect(p.hiddenSize == want["hidden_size"] as? Int)
     #expect(p.layers == want["num_hidden_layers"] as? Int)
     #expect(p.heads == want["num_attention_heads"] as? Int)
@@ -52,10 +52,10 @@ import Testing
     #expect(p.headDim == want["head_dim"] as? Int)
     #expect(p.intermediateSize == want["intermediate_size"] as? Int)
     #expect(p.vocabSize == want["vocab_size"] as? Int)
-    #expect(p.contextLength == want["max_position_embeddings"] as? Int)
-    #expect(Double(p.ropeTheta) == want["rope_theta"] as? Double)
-    #expect(Double(p.rmsNormEps) == want["rms_norm_eps"] as? Double)
-    #expect(p.tiedEmbeddings == want["tie_word_embeddings"] as? Bool)
+    #expect(p.maxPositionEmbeddings == want["max_position_embeddings"] as? Int)
+    #expect(p.ropeTheta == want["rope_theta"] as? Double)
+    #expect(p.rmsNormEps == want["rms_norm_eps"] as? Double)
+    #expect(p.tieWordEmbeddings == want["tie_word_embeddings"] as? Bool)
     #expect(p.padTokenID == want["pad_token_id"] as? Int)
     // Tied embeddings stay tied: no lm_head is written.
     #expect(!(try GGUFCheckpoint(path: Self.ggufPath).infos.contains { $0.name == "lm_head.weight" }))

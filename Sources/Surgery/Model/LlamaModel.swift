@@ -33,10 +33,7 @@ public final class LlamaModel: @unchecked Sendable {
       let reader = try Checkpoint.open(path)
       let config: LlamaConfig
       if let gguf = reader as? GGUFCheckpoint {
-        // A GGUF carries its config in metadata: read it the way the converter writes config.json.
-        let text = GGUFLlama.configJSON(gguf.hyperparameters)
-        guard let object = try JSONParser.parse(Array(text.utf8)).objectValue else { throw SurgeryError.checkpoint(path: path, problems: ["no config"]) }
-        config = try LlamaConfig(json: object, file: path)
+        config = gguf.config  // a GGUF carries its config in metadata
       } else {
         config = try LlamaConfig(contentsOf: FileSystemPaths.directory(of: path))
       }
