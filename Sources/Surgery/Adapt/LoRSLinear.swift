@@ -1,0 +1,112 @@
+// LoRS (hyx1999/LoRS; algorithms.md §3): a sparsity-preserving low-rank adapter on a frozen sparse weight.
+//
+//   forward:  Wm = (W + s·A·B) ⊙ M,  M = (W ≠ 0),  y = x·Wmᵀ          A: (out, r), B: (r, in) — LoRS names,
+//                                                                   swapped against PEFT's lora_A/lora_B
+//   backward: dX = dY·Wm, with Wm recomputed (nothing but x and the parameters is saved), and either
+//     .reordered (the paper's cheap form, as LoRS implements it: no mask, no scale, no (out × in) product)
+//        dA = dYᵀ·(X·Bᵀ),  dB = (dY·A)ᵀ·X
+//     .exact (the true gradient of the forward, for comparison; forms G = dYᵀ·X once)
+//        dA = s·(G ⊙ M)·Bᵀ,  dB = s·Aᵀ·(G ⊙ M)
+//
+// The merged weight is recomputed into a workspace shared by all layers (one (out × in) buffer at a time).
+
+public enum LoRSGradient: String, Sendable, CaseIterable {
+  case reordered, exact
+}
+
+/// A reusable (out × in) buffer for merged weights and, in the exact form, the masked gradient.
+public final class LoRSWorkspace {
+  var buffer: UnsafeMutablePointer<Float>
+  var capacity: Int
+  public init() {
+    capacity = 0
+    buffer = .allocate(capacity: 1)
+  }
+  deinit { buffer.deallocate() }
+  func pointer(_ count: Int) -> UnsafeMutablePointer<Float> {
+    if count > capacity {
+      buffer.deallocate()
+      buffer = .allocate(capacity: count)
+      capacity = count
+    }
+    return buffer
+  }
+}
+
+public final class LoRSLinear: LinearLayer {
+  public let inFeatures: Int
+  public let outFeatures: Int
+  public let rank: Int
+  public let scale: Float
+  public var gradient: LoRSGradient
+  /// Frozen weight (out, in); its zeros are the mask.
+  let weight: UnsafePointer<Float>
+  let bias: UnsafePointer<Float>?
+  /// Trainable factors and their gradients (accumulated by backward).
+  public let a: UnsafeMutablePointer<Float>  // (out, r)
+  public let b: UnsafeMutablePointer<Float>  // (r, in)
+  public let gradA: UnsafeMutablePointer<Float>
+  public let gradB: UnsafeMutablePointer<Float>
+  let workspace: LoRSWorkspace
+
+  public init(
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int,
+    scale: Float, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
+    gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>,
+    gradient: LoRSGradient = .reordered, workspace: LoRSWorkspace
+  ) {
+    self.weight = weight
+    self.bias = bias
+    self.inFeatures = inFeatures
+    self.outFeatures = outFeatures
+    self.rank = rank
+    self.scale = scale
+    self.a = a
+    self.b = b
+    self.gradA = gradA
+    self.gradB = gradB
+    self.gradient = gradient
+    self.workspace = workspace
+  }
+
+  /// Wm = (W + s·A·B) ⊙ M into `out` (out, in).
+  public func mergedWeight(into out: UnsafeMutablePointer<Float>) {
+    let count = outFeatures * inFeatures
+    out.update(from: weight, count: count)
+    Gemm.sgemm(out, a, b, m: outFeatures, n: inFeatures, k: rank, alpha: scale, beta: 1)
+    for i in 0..<count where weight[i] == 0 { out[i] = 0 }
+  }
+
+  public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    let wm = workspace.pointer(outFeatures * inFeatures)
+    mergedWeight(into: wm)
+    Gemm.sgemm(out, inp, wm, m: N, n: outFeatures, k: inFeatures, transB: true)
+    if let bias { for n in 0..<N { accumulate(out + n * outFeatures, bias, count: outFeatures) } }
+  }
+
+  public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    let (o, i, r) = (outFeatures, inFeatures, rank)
+    let wm = workspace.pointer(o * i)
+    mergedWeight(into: wm)
+    // dX (N, in) += dY (N, out) · Wm (out, in)
+    Gemm.sgemm(dinp, dout, wm, m: N, n: i, k: o, beta: 1)
+    switch gradient {
+    case .reordered:
+      // dA (out, r) += dYᵀ (out, N) · (X·Bᵀ) (N, r);  dB (r, in) += (dY·A)ᵀ (r, N) · X (N, in)
+      let t = UnsafeMutablePointer<Float>.allocate(capacity: N * r)
+      defer { t.deallocate() }
+      Gemm.sgemm(t, inp, b, m: N, n: r, k: i, transB: true)
+      Gemm.sgemm(gradA, dout, t, m: o, n: r, k: N, transA: true, beta: 1)
+      Gemm.sgemm(t, dout, a, m: N, n: r, k: o)
+      Gemm.sgemm(gradB, t, inp, m: r, n: i, k: N, transA: true, beta: 1)
+    case .exact:
+      // G = dYᵀ·X ⊙ M (out, in), reusing the workspace now that dX is done.
+      let g = wm
+      Gemm.sgemm(g, dout, inp, m: o, n: i, k: N, transA: true)
+      for k in 0..<(o * i) where weight[k] == 0 { g[k] = 0 }
+      // dA += s·G·Bᵀ ; dB += s·Aᵀ·G
+      Gemm.sgemm(gradA, g, b, m: o, n: r, k: i, transB: true, alpha: scale, beta: 1)
+      Gemm.sgemm(gradB, a, g, m: r, n: i, k: o, transA: true, alpha: scale, beta: 1)
+    }
+  }
+}
