@@ -1,0 +1,111 @@
+// LoRS on the whole tiny Llama against a PyTorch implementation (fixtures/make_adapt_goldens.py):
+// loss, every adapter gradient in both forms, the gradient at the embedding output, five AdamW steps;
+// the merged weights keep the base's zeros. AdamW and the schedule against torch / HF alone.
+
+import Foundation
+import Testing
+
+@testable import Formats
+@testable import Surgery
+
+@Suite struct AdaptTests {
+  static func json(_ name: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: URL(fileURLWithPath: fixturePath("adapt/" + name)))
+    return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+  }
+
+  @Test func adamWMatchesTorchBitForBit() throws {
+    let unit = try #require(try Self.json("adamw_unit.json")["adamw"] as? [String: Any])
+    let h = try #require(unit["hyperparameters"] as? [String: Any])
+    var p = try #require(unit["p0_bits"] as? [UInt32]).map { Float(bitPattern: $0) }
+    let grads = try #require(unit["grads_bits"] as? [[UInt32]]).map { $0.map { Float(bitPattern: $0) } }
+    let after = try #require(unit["params_after_step_bits"] as? [[UInt32]])
+    let optimizer = AdamW(count: p.count, weightDecay: Float(try #require(h["weight_decay"] as? Double)))
+    optimizer.beta1 = Float(try #require(h["beta1"] as? Double))
+    optimizer.beta2 = Float(try #require(h["beta2"] as? Double))
+    optimizer.eps = Float(try #require(h["eps"] as? Double))
+    for (step, g) in grads.enumerated() {
+      optimizer.update(&p, grads: g, count: p.count, lr: try #require(h["lr"] as? Double))
+      #expect(p.map(\.bitPattern) == after[step], "step \(step + 1)")
+    }
+  }
+
+  @Test func cosineScheduleWithWarmupAndFloor() throws {
+    let s = try #require(try Self.json("adamw_unit.json")["lr_schedule"] as? [String: Any])
+    let schedule = CosineSchedule(
+      base: try #require(s["base_lr"] as? Double), floor: try #require(s["min_lr"] as? Double),
+      warmup: try #require(s["num_warmup_steps"] as? Int), total: try #require(s["num_training_steps"] as? Int))
+    let steps = try #require(s["steps"] as? [Int]), rates = try #require(s["lr"] as? [Double])
+    for (t, want) in zip(steps, rates) { #expect(abs(schedule.rate(at: t) - want) <= 1e-18, "step \(t)") }
+  }
+
+  /// The pruned tiny model with LoRS adapters initialised from the golden file.
+  static func setUp(_ gradient: LoRSGradient) throws -> (LlamaModel, LoRSAdapters, SafetensorsFile) {
+    let golden = try SafetensorsFile(path: fixturePath("adapt/lors_tiny.safetensors"))
+    let model = try LlamaModel.load(fixturePath("tiny-llama"))
+    for e in golden.entries where e.info.name.hasPrefix("base.") {
+      let name = String(e.info.name.dropFirst(5))
+      let values = try golden.tensor(e).float32()
+      model.weight(name).update(from: values, count: values.count)
+    }
+    let adapters = LoRSAdapters(model: model, rank: 4, scale: ScaleRule.rslora.scale(alpha: 8, rank: 4))
+    #expect(adapters.scale == 4)
+    #expect(adapters.prefixes.count == 14)
+    for entry in adapters.params.layout.entries {
+      let values = try golden.tensor("init." + entry.name).float32()
+      (adapters.params.base + entry.offset).update(from: values, count: values.count)
+    }
+    adapters.attach(to: model, gradient: gradient)
+    return (model, adapters, golden)
+  }
+
+  static func ids(_ name: String) throws -> [Int32] {
+    try SafetensorsFile(path: fixturePath("engine/tiny_golden.safetensors")).tensor(name).withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
+  }
+
+  @Test(arguments: LoRSGradient.allCases)
+  func adapterGradientsMatchTorch(gradient: LoRSGradient) throws {
+    let (model, adapters, golden) = try Self.setUp(gradient)
+    let runner = LlamaRunner(model: model, B: 2, T: 16)
+    runner.captureLayerInputGradients = true
+    let result = try runner.forward(tokens: try Self.ids("input_ids"), targets: try Self.ids("targets"), prepareBackward: true)
+    try runner.backward()
+    #expect(abs(result.loss - (try golden.tensor("loss").float32())[0]) < 1e-5)
+    #expect(maxAbsDiff(runner.layerInputGradients[0], try golden.tensor("grad.reordered.layer_input.0").float32()) < 1e-5)
+    for entry in adapters.grads.layout.entries {
+      let ours = Array(UnsafeBufferPointer(start: adapters.grads.base + entry.offset, count: entry.count))
+      let want = try golden.tensor("grad.\(gradient.rawValue).\(entry.name)").float32()
+      #expect(maxAbsDiff(ours, want) < 1e-5, "\(gradient) \(entry.name)")
+    }
+  }
+
+  @Test func fiveAdamWStepsMatchTorchAndKeepTheMask() throws {
+    let (model, adapters, golden) = try Self.setUp(.reordered)
+    let recipe = try Self.json("lors_tiny_adamw.json")
+    let losses = try #require(recipe["losses_before_each_step"] as? [Double])
+    let optimizer = AdamW(count: adapters.params.layout.totalCount, weightDecay: 0.01)
+    let runner = LlamaRunner(model: model, B: 2, T: 16)
+    let tokens = try Self.ids("input_ids"), targets = try Self.ids("targets")
+    for step in 0..<5 {
+      adapters.zeroGrad()
+      let result = try runner.forward(tokens: tokens, targets: targets, prepareBackward: true)
+      try runner.backward()
+      #expect(abs(Double(result.loss) - losses[step]) < 1e-5, "loss before step \(step + 1)")
+      optimizer.update(adapters.params.base, grads: adapters.grads.base, count: adapters.params.layout.totalCount, lr: 1e-3)
+    }
+    let after = try #require(recipe["after_step_5"] as? [String: Any])
+    for (name, value) in after {
+      let want = try #require((value as? [String: Any])?["first8"] as? [Double])
+      let got = Array(UnsafeBufferPointer(start: adapters.params.pointer(name)!, count: 8))
+      for i in 0..<8 { #expect(abs(Double(got[i]) - want[i]) < 2e-6, "\(name)[\(i)]") }
+    }
+    // Merging keeps exactly the base's zeros.
+    for prefix in adapters.prefixes {
+      let layer = try #require(model.linears[Int(prefix.split(separator: ".")[2])!].first { ($0 as? LoRSLinear)?.weight == UnsafePointer(model.weight(prefix + ".weight")) } as? LoRSLinear)
+      var merged = [Float](repeating: 0, count: layer.outFeatures * layer.inFeatures)
+      layer.mergedWeight(into: &merged)
+      let base = try golden.tensor("base." + prefix + ".weight").float32()
+      #expect(zip(merged, base).allSatisfy { ($0 == 0) == ($1 == 0) }, "\(prefix)")
+    }
+  }
+}
