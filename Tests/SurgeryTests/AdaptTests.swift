@@ -109,3 +109,53 @@ import Testing
     }
   }
 }
+
+@Suite struct GradientInitTests {
+  static let G: [Float] = [
+    0.3, -1.2, 0.5, 0, 0.8, -0.1,
+    1, 0.4, -0.7, 0.2, -0.3, 0.6,
+    -0.5, 0.9, 0.1, -1.1, 0.2, 0.4,
+    0.2, -0.3, 1.4, 0.5, -0.6, -0.9,
+  ]
+
+  /// Sign-free quantities of algorithms.md §11.5: diag(BᵀB) and ‖G·BᵀB‖_F for r = 1 and 2.
+  @Test(arguments: [
+    (1, [0.004773, 0.304995, 0.366039, 0.113188, 0.000677, 0.210328], 2.306144),
+    (2, [0.412854, 0.389501, 0.590252, 0.357357, 0.004505, 0.245532], 2.808877),
+  ])
+  func svdOfTheTestGradient(rank: Int, diagonal: [Double], norm: Double) throws {
+    let b = try GradientInit.rightSingularVectors(Self.G, rows: 4, cols: 6, rank: rank)
+    var btb = [Double](repeating: 0, count: 36)
+    for i in 0..<6 { for j in 0..<6 { for k in 0..<rank { btb[i * 6 + j] += Double(b[k * 6 + i]) * Double(b[k * 6 + j]) } } }
+    for i in 0..<6 { #expect(abs(btb[i * 7] - diagonal[i]) < 1e-5, "diag \(i)") }
+    #expect(abs((0..<6).reduce(0) { $0 + btb[$1 * 7] } - Double(rank)) < 1e-5)
+    var projected = 0.0
+    for r in 0..<4 {
+      for j in 0..<6 {
+        var v = 0.0
+        for i in 0..<6 { v += Double(Self.G[r * 6 + i]) * btb[i * 6 + j] }
+        projected += v * v
+      }
+    }
+    #expect(abs(projected.squareRoot() - norm) < 1e-5)
+  }
+
+  /// On the tiny model: the estimated gradients equal the golden weight gradients of the engine test
+  /// (one batch), grouping by memory changes nothing, and after init the output is unchanged (A = 0).
+  @Test func estimateAndInitialiseOnTheTinyModel() throws {
+    let model = try LlamaModel.load(fixturePath("tiny-llama"))
+    let golden = try SafetensorsFile(path: fixturePath("engine/tiny_golden.safetensors"))
+    let tokens = try AdaptTests.ids("input_ids"), targets = try AdaptTests.ids("targets")
+    let adapters = LoRSAdapters(model: model, rank: 2, scale: 1)
+    let all = try GradientInit.estimateGradients(model: model, prefixes: adapters.prefixes, batches: [(tokens, targets)], B: 2, T: 16, maxMemory: 1 << 30)
+    let grouped = try GradientInit.estimateGradients(model: model, prefixes: adapters.prefixes, batches: [(tokens, targets)], B: 2, T: 16, maxMemory: 40_000)
+    for prefix in adapters.prefixes {
+      #expect(maxAbsDiff(all[prefix]!, try golden.tensor("grad." + prefix + ".weight").float32()) < 1e-4, "\(prefix)")
+      #expect(all[prefix]! == grouped[prefix]!)
+    }
+    let before = try LlamaRunner(model: model, B: 2, T: 16).forward(tokens: tokens, targets: targets).loss
+    try GradientInit.initialize(adapters, model: model, gradients: all)
+    adapters.attach(to: model, gradient: .reordered)
+    #expect(try LlamaRunner(model: model, B: 2, T: 16).forward(tokens: tokens, targets: targets).loss == before)
+  }
+}
