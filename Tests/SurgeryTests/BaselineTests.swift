@@ -1,0 +1,67 @@
+// The LoRA and SQFT baseline layers: finite-difference checks of their gradients, and the property
+// that separates them: SQFT's merge keeps the mask, LoRA's fills it.
+
+import Testing
+
+@testable import Surgery
+
+@Suite struct BaselineTests {
+  static let W: [Float] = [0.5, 0, -0.3, 0, 0, 0.8, 0, -0.6, 0.2, 0, 0, 0.9]  // (3, 4), 6 zeros
+  static let x: [Float] = [1, 2, -1, 0.5, 0, -1, 3, 1]
+  static let gy: [Float] = [1, -0.5, 2, 0.5, 1, -1]
+
+  enum Kind { case lora, sqft }
+
+  /// (y, dx, dA, dB) for A (2, 4), B (3, 2), s = 1.5.
+  static func run(_ kind: Kind, a: [Float], b: [Float], input: [Float] = x) -> ([Float], [Float], [Float], [Float]) {
+    var a = a, b = b, gA = [Float](repeating: 0, count: 8), gB = [Float](repeating: 0, count: 6)
+    var y = [Float](repeating: 0, count: 6), dx = [Float](repeating: 0, count: 8)
+    W.withUnsafeBufferPointer { w in
+      a.withUnsafeMutableBufferPointer { ap in
+        b.withUnsafeMutableBufferPointer { bp in
+          gA.withUnsafeMutableBufferPointer { gap in
+            gB.withUnsafeMutableBufferPointer { gbp in
+              let layer: LinearLayer = kind == .lora
+                ? LoRALinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
+                  a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
+                : SQFTLinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
+                  a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
+              layer.forward(out: &y, inp: input, N: 2)
+              layer.backward(dinp: &dx, dout: gy, inp: input, N: 2)
+            }
+          }
+        }
+      }
+    }
+    return (y, dx, gA, gB)
+  }
+
+  static let A: [Float] = [0.3, -0.1, 0.2, 0.4, -0.2, 0.5, 0.1, -0.3]
+  static let B: [Float] = [0.2, -0.4, 0.1, 0.3, -0.5, 0.25]
+
+  @Test(arguments: [Kind.lora, .sqft])
+  func gradientsPassFiniteDifferences(kind: Kind) {
+    let (_, dx, gA, gB) = Self.run(kind, a: Self.A, b: Self.B)
+    var a = Self.A, b = Self.B, input = Self.x
+    checkGradient("\(kind) dA", x: &a, analytic: gA, tolerance: 1e-3) { dot(Self.run(kind, a: $0, b: Self.B).0, Self.gy) }
+    checkGradient("\(kind) dB", x: &b, analytic: gB, tolerance: 1e-3) { dot(Self.run(kind, a: Self.A, b: $0).0, Self.gy) }
+    checkGradient("\(kind) dx", x: &input, analytic: dx, tolerance: 1e-3) { dot(Self.run(kind, a: Self.A, b: Self.B, input: $0).0, Self.gy) }
+  }
+
+  @Test func sqftKeepsTheMaskAndLoRAFillsIt() {
+    // An input that is one-hot per column reads the effective weight back from y.
+    func effectiveWeight(_ kind: Kind) -> [Float] {
+      var w = [Float](repeating: 0, count: 12)
+      for c in 0..<4 {
+        var e = [Float](repeating: 0, count: 8)
+        e[c] = 1
+        let y = Self.run(kind, a: Self.A, b: Self.B, input: e).0
+        for r in 0..<3 { w[r * 4 + c] = y[r] }
+      }
+      return w
+    }
+    let sqft = effectiveWeight(.sqft), lora = effectiveWeight(.lora)
+    #expect(zip(sqft, Self.W).allSatisfy { ($0 == 0) == ($1 == 0) })
+    #expect(lora.filter { $0 != 0 }.count > Self.W.filter { $0 != 0 }.count)
+  }
+}
