@@ -151,11 +151,13 @@ import Testing
     let grouped = try GradientInit.estimateGradients(model: model, prefixes: adapters.prefixes, batches: [(tokens, targets)], B: 2, T: 16, maxMemory: 40_000)
     for prefix in adapters.prefixes {
       #expect(maxAbsDiff(all[prefix]!, try golden.tensor("grad." + prefix + ".weight").float32()) < 1e-4, "\(prefix)")
-      #expect(all[prefix]! == grouped[prefix]!)
+      // Not bitwise: tests run in parallel and OpenBLAS's thread count is process-wide, so two passes
+      // may use different GEMM partitions and differ in the last bits.
+      #expect(maxAbsDiff(all[prefix]!, grouped[prefix]!) < 1e-6, "\(prefix) grouped")
     }
     let before = try LlamaRunner(model: model, B: 2, T: 16).forward(tokens: tokens, targets: targets).loss
     try GradientInit.initialize(adapters, model: model, gradients: all)
     adapters.attach(to: model, gradient: .reordered)
-    #expect(try LlamaRunner(model: model, B: 2, T: 16).forward(tokens: tokens, targets: targets).loss == before)
+    #expect(abs(try LlamaRunner(model: model, B: 2, T: 16).forward(tokens: tokens, targets: targets).loss - before) < 1e-6)
   }
 }
