@@ -5,7 +5,8 @@
 //   SQFT:  y = x·(W + s·(B·A) ⊙ M)ᵀ with the merged weight and the mask KEPT from forward to backward (the
 //          memory cost LoRS removes); exact gradients dB = s·(G ⊙ M)·Aᵀ, dA = s·Bᵀ·(G ⊙ M), G = dYᵀ·X.
 
-public final class LoRALinear: LinearLayer {
+/// A frozen weight with PEFT-named low-rank factors and their gradients, shared by the baselines.
+public struct LowRankFactors {
   public let inFeatures: Int
   public let outFeatures: Int
   public let rank: Int
@@ -24,8 +25,24 @@ public final class LoRALinear: LinearLayer {
     (self.weight, self.bias, self.inFeatures, self.outFeatures, self.rank, self.scale) = (weight, bias, inFeatures, outFeatures, rank, scale)
     (self.a, self.b, self.gradA, self.gradB) = (a, b, gradA, gradB)
   }
+}
+
+public final class LoRALinear: LinearLayer {
+  public let factors: LowRankFactors
+  public var inFeatures: Int { factors.inFeatures }
+  public var outFeatures: Int { factors.outFeatures }
+
+  public init(
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int, scale: Float,
+    a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>
+  ) {
+    factors = LowRankFactors(
+      weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures, rank: rank, scale: scale,
+      a: a, b: b, gradA: gradA, gradB: gradB)
+  }
 
   public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    let (weight, bias, a, b, rank, scale) = (factors.weight, factors.bias, factors.a, factors.b, factors.rank, factors.scale)
     Gemm.sgemm(out, inp, weight, m: N, n: outFeatures, k: inFeatures, transB: true)
     let t = UnsafeMutablePointer<Float>.allocate(capacity: N * rank)
     defer { t.deallocate() }
@@ -35,7 +52,8 @@ public final class LoRALinear: LinearLayer {
   }
 
   public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
-    let (o, i, r) = (outFeatures, inFeatures, rank)
+    let (weight, a, b, gradA, gradB, scale) = (factors.weight, factors.a, factors.b, factors.gradA, factors.gradB, factors.scale)
+    let (o, i, r) = (outFeatures, inFeatures, factors.rank)
     Gemm.sgemm(dinp, dout, weight, m: N, n: i, k: o, beta: 1)
     let t = UnsafeMutablePointer<Float>.allocate(capacity: N * r)
     defer { t.deallocate() }
@@ -48,16 +66,9 @@ public final class LoRALinear: LinearLayer {
 }
 
 public final class SQFTLinear: LinearLayer {
-  public let inFeatures: Int
-  public let outFeatures: Int
-  public let rank: Int
-  public let scale: Float
-  let weight: UnsafePointer<Float>
-  let bias: UnsafePointer<Float>?
-  public let a: UnsafeMutablePointer<Float>  // (r, in)
-  public let b: UnsafeMutablePointer<Float>  // (out, r)
-  public let gradA: UnsafeMutablePointer<Float>
-  public let gradB: UnsafeMutablePointer<Float>
+  public let factors: LowRankFactors
+  public var inFeatures: Int { factors.inFeatures }
+  public var outFeatures: Int { factors.outFeatures }
   /// The merged weight and the mask, kept from forward for backward (as SQFT does): 5 bytes per weight.
   let merged: UnsafeMutablePointer<Float>
   let mask: UnsafeMutablePointer<Bool>
@@ -66,8 +77,9 @@ public final class SQFTLinear: LinearLayer {
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int, scale: Float,
     a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>
   ) {
-    (self.weight, self.bias, self.inFeatures, self.outFeatures, self.rank, self.scale) = (weight, bias, inFeatures, outFeatures, rank, scale)
-    (self.a, self.b, self.gradA, self.gradB) = (a, b, gradA, gradB)
+    factors = LowRankFactors(
+      weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures, rank: rank, scale: scale,
+      a: a, b: b, gradA: gradA, gradB: gradB)
     merged = .allocate(capacity: outFeatures * inFeatures)
     mask = .allocate(capacity: outFeatures * inFeatures)
     for k in 0..<(outFeatures * inFeatures) { mask[k] = weight[k] != 0 }
@@ -78,6 +90,7 @@ public final class SQFTLinear: LinearLayer {
   }
 
   public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    let (weight, bias, a, b, rank, scale) = (factors.weight, factors.bias, factors.a, factors.b, factors.rank, factors.scale)
     let count = outFeatures * inFeatures
     merged.update(from: weight, count: count)
     Gemm.sgemm(merged, b, a, m: outFeatures, n: inFeatures, k: rank, alpha: scale, beta: 1)
@@ -87,7 +100,8 @@ public final class SQFTLinear: LinearLayer {
   }
 
   public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
-    let (o, i, r) = (outFeatures, inFeatures, rank)
+    let (a, b, gradA, gradB, scale) = (factors.a, factors.b, factors.gradA, factors.gradB, factors.scale)
+    let (o, i, r) = (outFeatures, inFeatures, factors.rank)
     Gemm.sgemm(dinp, dout, merged, m: N, n: i, k: o, beta: 1)
     let g = UnsafeMutablePointer<Float>.allocate(capacity: o * i)
     defer { g.deallocate() }
