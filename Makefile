@@ -57,6 +57,7 @@ fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/re
 	$(PYTHON) fixtures/make_tokenizer_goldens.py
 	$(PYTHON) fixtures/make_prune_goldens.py
 	$(PYTHON) fixtures/make_adapt_goldens.py
+	$(PYTHON) fixtures/make_finetune_goldens.py
 
 fuzz-build: deps ## build the libFuzzer target for the safetensors reader into fuzz/bin
 	bash fuzz/build.sh

@@ -13,6 +13,7 @@ let package = Package(
     .executable(name: "espalier-convert", targets: ["espalier-convert"]),
     .executable(name: "espalier-eval", targets: ["espalier-eval"]),
     .executable(name: "espalier-prune", targets: ["espalier-prune"]),
+    .executable(name: "espalier-finetune", targets: ["espalier-finetune"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -59,6 +60,12 @@ let package = Package(
         "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-prune"),
+    .executableTarget(
+      name: "espalier-finetune",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-finetune"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -69,7 +76,8 @@ let package = Package(
     .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
     .testTarget(
       name: "ToolsTests",
-      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune"]),
+      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune", "espalier-finetune",
+      ]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -57,6 +57,7 @@ public struct SideFile: Equatable, Sendable {
     case .text(let text): try AtomicFile.write(text, to: target)
     case .copy(let source):
       let mapped = try MappedFile(path: source)
+      defer { withExtendedLifetime(mapped) {} }
       let file = try AtomicFile(path: target)
       try file.write(mapped.bytes)
       try file.commit()
@@ -71,6 +72,7 @@ public enum Checkpoint {
   /// reader then explains what is wrong).
   public static func kind(ofFile path: String) throws(FormatError) -> Kind {
     let mapped = try MappedFile(path: path)
+    defer { withExtendedLifetime(mapped) {} }
     let b = mapped.bytes
     if b.count >= 4, b.loadUnaligned(as: UInt32.self) == 0x4655_4747 { return .gguf }
     let hdf5: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]

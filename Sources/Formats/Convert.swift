@@ -82,7 +82,7 @@ public enum Converter {
         } else {
           try SafetensorsWriter.write(sources, to: temporary)
         }
-        try replace(output, with: temporary)
+        try AtomicDirectory.replace(output, with: temporary)
       } catch {
         unlink(temporary)
         throw error
@@ -121,17 +121,29 @@ public enum Converter {
     _ sources: [TensorSource], sideFiles: [SideFile], to output: String, options: ConvertOptions,
     metadata: [String: String]? = SafetensorsWriter.defaultMetadata
   ) throws(FormatError) -> [String] {
-    let trimmed = output.hasSuffix("/") ? String(output.dropLast()) : output
-    let temporary = trimmed + ".partial-\(getpid())"
-    guard mkdir(temporary, 0o755) == 0 else { throw .io(file: temporary, reason: "cannot create: \(systemErrorText())") }
-    do throws(FormatError) {
+    try AtomicDirectory.build(output) { (temporary) throws(FormatError) in
       var files = try SafetensorsCheckpoint.write(sources, toDirectory: temporary, maxShardSize: options.maxShardSize, metadata: metadata)
       for side in sideFiles {
         try side.write(into: temporary)
         files.append(side.name)
       }
-      try replace(trimmed, with: temporary)
       return files
+    }
+  }
+}
+
+/// A directory written complete or not at all: built under a temporary name beside it, then renamed into
+/// place (replacing what is there; callers check their --overwrite first).
+public enum AtomicDirectory {
+  public static func build<R>(_ output: String, _ body: (String) throws(FormatError) -> R) throws(FormatError) -> R {
+    let trimmed = output.hasSuffix("/") ? String(output.dropLast()) : output
+    let temporary = trimmed + ".partial-\(getpid())"
+    FileSystem.removeTree(temporary)
+    guard mkdir(temporary, 0o755) == 0 else { throw .io(file: temporary, reason: "cannot create: \(systemErrorText())") }
+    do throws(FormatError) {
+      let result = try body(temporary)
+      try replace(trimmed, with: temporary)
+      return result
     } catch {
       FileSystem.removeTree(temporary)
       throw error

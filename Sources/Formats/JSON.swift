@@ -284,6 +284,18 @@ public enum JSONWriter {
     return out + "\""
   }
 
+  /// One line, keys in their order, no spaces (a JSON Lines record).
+  public static func compact(_ value: JSONValue) -> String {
+    switch value {
+    case .null: return "null"
+    case .bool(let b): return b ? "true" : "false"
+    case .number(let n): return n
+    case .string(let s): return compactString(s)
+    case .array(let a): return "[" + a.map(compact).joined(separator: ",") + "]"
+    case .object(let o): return "{" + o.keys.map { compactString($0) + ":" + compact(o[$0]!) }.joined(separator: ",") + "}"
+    }
+  }
+
   /// Pretty output as Python's `json.dumps(value, indent: 2, sort_keys: sortKeys)`.
   public static func pretty(_ value: JSONValue, sortKeys: Bool = true, indent: Int = 0) -> String {
     let pad = String(repeating: " ", count: indent + 2)
@@ -317,6 +329,7 @@ public enum JSONWriter {
 public enum JSONLines {
   public static func read(_ path: String) throws(FormatError) -> [JSONObject] {
     let mapped = try MappedFile(path: path)
+    defer { withExtendedLifetime(mapped) {} }
     var objects: [JSONObject] = []
     var lineNumber = 0
     var start = 0

@@ -35,8 +35,15 @@ public final class MappedFile: @unchecked Sendable {
 
   deinit { if let base { munmap(base, count) } }
 
-  /// The file's bytes. Valid while this object is alive.
+  /// The file's bytes. Valid while this object is alive (ARC may end a local's life after its last use:
+  /// prefer `withBytes`).
   public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+  /// Runs `body` over the bytes while the mapping is guaranteed alive.
+  public func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    defer { withExtendedLifetime(self) {} }
+    return try body(bytes)
+  }
 
   /// Tells the kernel the range will be read front to back (larger read-ahead).
   public func adviseSequential(_ range: Range<Int>) { advise(range, MADV_SEQUENTIAL) }

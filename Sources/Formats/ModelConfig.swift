@@ -67,6 +67,7 @@ public struct LlamaConfig: Equatable, Sendable {
     let file = FileSystem.isDirectory(path) ? (path.hasSuffix("/") ? path : path + "/") + "config.json" : path
     guard FileSystem.exists(file) else { throw .io(file: file, reason: "no config.json (a Llama checkpoint needs one)") }
     let mapped = try MappedFile(path: file)
+    defer { withExtendedLifetime(mapped) {} }
     let root: JSONObject
     do {
       guard let object = try JSONParser.parse(mapped.bytes).objectValue else {

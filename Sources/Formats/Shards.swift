@@ -72,6 +72,7 @@ public struct ShardIndex: Equatable, Sendable {
   /// stay inside the checkpoint directory.
   public init(contentsOf path: String) throws(FormatError) {
     let mapped = try MappedFile(path: path)
+    defer { withExtendedLifetime(mapped) {} }
     let root: JSONValue
     do { root = try JSONParser.parse(mapped.bytes) } catch {
       throw .invalidIndex(file: path, reason: error.description)

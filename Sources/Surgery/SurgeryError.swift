@@ -10,6 +10,8 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
   case format(FormatError)
   case batchShape(expected: String, got: String)
   case invalidToken(id: Int, vocabSize: Int)
+  case unsupported(String)
+  case training(String)
 
   public var description: String {
     switch self {
@@ -20,6 +22,8 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
     case .format(let e): return e.description
     case .batchShape(let e, let g): return "the activation arena was planned for \(e), not \(g)"
     case .invalidToken(let id, let v): return "token id \(id) is outside the vocabulary (\(v) tokens)"
+    case .unsupported(let what): return what
+    case .training(let what): return what
     }
   }
 }

@@ -40,7 +40,7 @@ import Testing
   }
 
   /// The pruned tiny model with LoRS adapters initialised from the golden file.
-  static func setUp(_ gradient: LoRSGradient) throws -> (LlamaModel, LoRSAdapters, SafetensorsFile) {
+  static func setUp(_ gradient: LoRSGradient) throws -> (LlamaModel, AdapterSet, SafetensorsFile) {
     let golden = try SafetensorsFile(path: fixturePath("adapt/lors_tiny.safetensors"))
     let model = try LlamaModel.load(fixturePath("tiny-llama"))
     for e in golden.entries where e.info.name.hasPrefix("base.") {
@@ -48,7 +48,7 @@ import Testing
       let values = try golden.tensor(e).float32()
       model.weight(name).update(from: values, count: values.count)
     }
-    let adapters = LoRSAdapters(model: model, rank: 4, scale: ScaleRule.rslora.scale(alpha: 8, rank: 4))
+    let adapters = try AdapterSet(model: model, method: .lors, rank: 4, scale: ScaleRule.rslora.scale(alpha: 8, rank: 4))
     #expect(adapters.scale == 4)
     #expect(adapters.prefixes.count == 14)
     for entry in adapters.params.layout.entries {
@@ -146,7 +146,7 @@ import Testing
     let model = try LlamaModel.load(fixturePath("tiny-llama"))
     let golden = try SafetensorsFile(path: fixturePath("engine/tiny_golden.safetensors"))
     let tokens = try AdaptTests.ids("input_ids"), targets = try AdaptTests.ids("targets")
-    let adapters = LoRSAdapters(model: model, rank: 2, scale: 1)
+    let adapters = try AdapterSet(model: model, method: .lors, rank: 2, scale: 1)
     let all = try GradientInit.estimateGradients(model: model, prefixes: adapters.prefixes, batches: [(tokens, targets)], B: 2, T: 16, maxMemory: 1 << 30)
     let grouped = try GradientInit.estimateGradients(model: model, prefixes: adapters.prefixes, batches: [(tokens, targets)], B: 2, T: 16, maxMemory: 40_000)
     for prefix in adapters.prefixes {

@@ -26,7 +26,7 @@ import Testing
               let layer = LoRSLinear(
                 weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: s,
                 a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!,
-                gradient: form, workspace: LoRSWorkspace())
+                gradient: form, workspace: AdapterWorkspace())
               layer.forward(out: &y, inp: x, N: 2)
               layer.backward(dinp: &dx, dout: gy, inp: x, N: 2)
               layer.mergedWeight(into: &wm)

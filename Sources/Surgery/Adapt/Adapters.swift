@@ -1,8 +1,29 @@
-// The trainable adapters of a model: every factor in one arena laid out by a ParamLayout, gradients in a
-// second arena with the same layout (so the optimizer is one flat loop), attached to the model by
-// replacing its projections with adapter layers.
+// The trainable adapters of a model, for any of the four methods: every factor in one arena laid out by
+// a ParamLayout, gradients in a second arena with the same layout (so the optimizer is one flat loop),
+// attached to the model by replacing its projections with the method's layer.
+//
+// Tensor names inside the arena are "<projection prefix>.lora_A" / ".lora_B" in each method's own
+// convention; the shapes differ:
+//   lors        lora_A (out, r)   lora_B (r, in)    ΔW = s·A·B            (LoRS names: swapped against PEFT)
+//   lora, sqft  lora_A (r, in)    lora_B (out, r)   ΔW = s·B·A            (PEFT names)
+//   spp         lora_A (16, in)   lora_B (out, 1)   ΔW = s·W ⊙ expand(A)·b
+// `peftNames` is the one place that maps them to PEFT's adapter_model.safetensors names.
 
 import Formats
+
+public enum AdapterMethod: String, Sendable, CaseIterable {
+  /// Sparsity-preserving LoRA with weight recompute and the reordered gradient (the default).
+  case lors
+  /// Plain dense LoRA (its merge fills the zeros; for comparison).
+  case lora
+  /// SQFT's masked LoRA, keeping the merged weight and the mask for backward (the memory baseline).
+  case sqft
+  /// SPP's row-block × column scaling of W.
+  case spp
+
+  /// Whether merging keeps the base's zeros.
+  public var preservesSparsity: Bool { self != .lora }
+}
 
 public enum ScaleRule: String, Sendable, CaseIterable {
   /// s = alpha / sqrt(r): rsLoRA, the LoRS default.
@@ -18,28 +39,38 @@ public enum ScaleRule: String, Sendable, CaseIterable {
   }
 }
 
-public final class LoRSAdapters {
+/// The seven projections of a Llama block, by their short names (the `--targets` vocabulary).
+public enum ProjectionNames {
+  public static let all = LlamaTensors.projections.map { String($0.split(separator: ".").last!) }
+}
+
+public final class AdapterSet {
+  public let method: AdapterMethod
   public let rank: Int
   public let scale: Float
-  /// "<projection prefix>.lora_A" (out, r) and ".lora_B" (r, in), LoRS naming.
   public let params: ParamArena
   public let grads: ParamArena
+  /// "model.layers.<l>.<self_attn|mlp>.<proj>" of every adapted projection, in model order.
   public let prefixes: [String]
-  let workspace = LoRSWorkspace()
+  let workspace = AdapterWorkspace()
 
-  /// Adapters for the given projections (default: all seven of every block), zero-initialised.
-  public init(model: LlamaModel, rank: Int, scale: Float, targets: (String) -> Bool = { _ in true }) {
+  /// Adapters on the projections whose short name (q_proj, …, down_proj) is in `targets`, zero-initialised.
+  public init(model: LlamaModel, method: AdapterMethod, rank: Int, scale: Float, targets: [String] = ProjectionNames.all) throws(SurgeryError) {
+    self.method = method
     self.rank = rank
     self.scale = scale
     var tensors: [(String, [Int])] = []
     var prefixes: [String] = []
     for l in 0..<model.config.layers {
-      for p in LlamaTensors.projections {
+      for p in LlamaTensors.projections where targets.contains(String(p.split(separator: ".").last!)) {
         let prefix = "model.layers.\(l).\(p)"
-        guard targets(prefix), let shape = model.params.layout.entry(prefix + ".weight")?.shape else { continue }
+        guard let shape = model.params.layout.entry(prefix + ".weight")?.shape else { continue }
+        let (out, inp) = (shape[0], shape[1])
+        if method == .spp && out % SPPLinear.rowBlocks != 0 {
+          throw .shapeMismatch(name: prefix + ".weight", expected: [out / 16 * 16 + 16, inp], got: shape)
+        }
         prefixes.append(prefix)
-        tensors.append((prefix + ".lora_A", [shape[0], rank]))
-        tensors.append((prefix + ".lora_B", [rank, shape[1]]))
+        for (name, shape) in Self.shapes(method, out: out, inp: inp, rank: rank) { tensors.append((prefix + name, shape)) }
       }
     }
     self.prefixes = prefixes
@@ -48,18 +79,93 @@ public final class LoRSAdapters {
     grads = ParamArena(layout)
   }
 
-  /// Replaces the targeted projections of `model` with LoRS layers over these adapters.
-  public func attach(to model: LlamaModel, gradient: LoRSGradient) {
+  static func shapes(_ method: AdapterMethod, out: Int, inp: Int, rank: Int) -> [(String, [Int])] {
+    switch method {
+    case .lors: return [(".lora_A", [out, rank]), (".lora_B", [rank, inp])]
+    case .lora, .sqft: return [(".lora_A", [rank, inp]), (".lora_B", [out, rank])]
+    case .spp: return [(".lora_A", [SPPLinear.rowBlocks, inp]), (".lora_B", [out, 1])]
+    }
+  }
+
+  /// The factor that multiplies the input (initialised randomly) and the one that starts at zero.
+  var inputSideName: String { method == .lors ? ".lora_B" : ".lora_A" }
+  var zeroSideName: String { method == .lors ? ".lora_A" : ".lora_B" }
+
+  /// PEFT's usual initialisation: the input-side factor kaiming-uniform (a = √5, i.e. U(±1/√in)), the
+  /// other zero, so ΔW = 0 at step 0. Seeded.
+  public func initializeRandomly(seed: UInt64) {
+    var random = SplitMix64(seed: seed)
+    params.zero()
     for prefix in prefixes {
-      let parts = prefix.split(separator: ".")
-      guard let l = Int(parts[2]), let p = LlamaTensors.projections.firstIndex(of: parts[3...].joined(separator: ".")) else { continue }
+      let entry = params.layout.entry(prefix + inputSideName)!
+      let bound = 1 / Float(entry.shape[1]).squareRoot()
+      let p = params.base + entry.offset
+      for i in 0..<entry.count { p[i] = (2 * random.nextUnitFloat() - 1) * bound }
+    }
+  }
+
+  /// Replaces the targeted projections of `model` with this method's layers over these adapters.
+  public func attach(to model: LlamaModel, gradient: LoRSGradient = .reordered) {
+    for prefix in prefixes {
+      let (l, p) = Self.position(of: prefix)
       let shape = model.params.layout.entry(prefix + ".weight")!.shape
-      model.linears[l][p] = LoRSLinear(
-        weight: model.weight(prefix + ".weight"), bias: model.params.pointer(prefix + ".bias").map { UnsafePointer($0) },
-        inFeatures: shape[1], outFeatures: shape[0], rank: rank, scale: scale,
-        a: params.pointer(prefix + ".lora_A")!, b: params.pointer(prefix + ".lora_B")!,
-        gradA: grads.pointer(prefix + ".lora_A")!, gradB: grads.pointer(prefix + ".lora_B")!,
-        gradient: gradient, workspace: workspace)
+      let weight = UnsafePointer(model.weight(prefix + ".weight"))
+      let bias = model.params.pointer(prefix + ".bias").map { UnsafePointer($0) }
+      let (a, b) = (params.pointer(prefix + ".lora_A")!, params.pointer(prefix + ".lora_B")!)
+      let (gA, gB) = (grads.pointer(prefix + ".lora_A")!, grads.pointer(prefix + ".lora_B")!)
+      let (out, inp) = (shape[0], shape[1])
+      switch method {
+      case .lors:
+        model.linears[l][p] = LoRSLinear(
+          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale,
+          a: a, b: b, gradA: gA, gradB: gB, gradient: gradient, workspace: workspace)
+      case .lora:
+        model.linears[l][p] = LoRALinear(
+          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+      case .sqft:
+        model.linears[l][p] = SQFTLinear(
+          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+      case .spp:
+        model.linears[l][p] = SPPLinear(
+          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, scale: scale, a: a, b: b, gradA: gA, gradB: gB,
+          workspace: workspace)
+      }
+    }
+  }
+
+  /// (layer, index into LlamaTensors.projections) of a prefix this set made.
+  static func position(of prefix: String) -> (Int, Int) {
+    let parts = prefix.split(separator: ".")
+    return (Int(parts[2])!, LlamaTensors.projections.firstIndex(of: parts[3...].joined(separator: "."))!)
+  }
+
+  /// The merged weight of one adapted projection: what `espalier merge` writes. For the masked methods
+  /// it has exactly the base's zeros; for lora, W + s·B·A (dense).
+  public func mergedWeight(_ prefix: String, model: LlamaModel) -> [Float] {
+    let (l, p) = Self.position(of: prefix)
+    let layer = model.linears[l][p]
+    var out = [Float](repeating: 0, count: layer.outFeatures * layer.inFeatures)
+    switch layer {
+    case let lors as LoRSLinear: lors.mergedWeight(into: &out)
+    case let spp as SPPLinear: spp.mergedWeight(into: &out)
+    case let lora as LoRALinear: lora.factors.mergedWeight(into: &out, masked: false)
+    case let sqft as SQFTLinear: sqft.factors.mergedWeight(into: &out, masked: true)
+    default: out.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: model.weight(prefix + ".weight"), count: $0.count) }
+    }
+    return out
+  }
+
+  /// (PEFT name, arena name) for every tensor: PEFT's adapter_model.safetensors calls the input-side factor
+  /// lora_A (r, in) and the output-side one lora_B (out, r), under "base_model.model.". LoRS' A (out, r) is
+  /// therefore PEFT's lora_B and its B (r, in) PEFT's lora_A; SPP keeps its A (16, in) and b (out, 1) as
+  /// lora_A and lora_B (PEFT itself cannot apply those).
+  public var peftNames: [(peft: String, name: String)] {
+    prefixes.flatMap { prefix -> [(peft: String, name: String)] in
+      let peft = "base_model.model." + prefix
+      switch method {
+      case .lors: return [(peft + ".lora_A.weight", prefix + ".lora_B"), (peft + ".lora_B.weight", prefix + ".lora_A")]
+      case .lora, .sqft, .spp: return [(peft + ".lora_A.weight", prefix + ".lora_A"), (peft + ".lora_B.weight", prefix + ".lora_B")]
+      }
     }
   }
 
@@ -80,5 +186,48 @@ public final class LoRSAdapters {
     let coefficient = maxNorm / (norm + 1e-6)
     if coefficient < 1 { VectorMath.scale(grads.base, count: grads.layout.totalCount, by: Float(coefficient)) }
     return norm
+  }
+}
+
+extension AdapterSet {
+  /// A fingerprint of the base weights under the adapters (FNV-1a, 64-bit, over each adapted projection's
+  /// name and f32 bit patterns, in model order), recorded in espalier.json so that merge can refuse a
+  /// different base. Independent of the file format the base was read from.
+  public func baseFingerprint(model: LlamaModel) -> String {
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    func mix(_ v: UInt64) { hash = (hash ^ v) &* 0x0000_0100_0000_01B3 }
+    for prefix in prefixes {
+      for byte in prefix.utf8 { mix(UInt64(byte)) }
+      let entry = model.params.layout.entry(prefix + ".weight")!
+      let w = model.weight(prefix + ".weight")
+      for i in 0..<entry.count { mix(UInt64(w[i].bitPattern)) }
+    }
+    return "fnv1a64:" + String(hash, radix: 16).leftPadded(to: 16)
+  }
+}
+
+extension String {
+  fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+}
+
+extension AdapterSet {
+  /// Fills the adapters from a PEFT adapter_model.safetensors (names and shapes as `peftNames` writes them).
+  public func load(peft file: SafetensorsFile) throws(SurgeryError) {
+    var problems: [String] = []
+    for (peft, name) in peftNames {
+      let entry = params.layout.entry(name)!
+      do {
+        let tensor = try file.tensor(peft)
+        guard tensor.shape == entry.shape else {
+          problems.append("`\(peft)` has shape \(tensor.shape), expected \(entry.shape)")
+          continue
+        }
+        let values = try tensor.float32()
+        (params.base + entry.offset).update(from: values, count: entry.count)
+      } catch {
+        problems.append("\(error)")
+      }
+    }
+    guard problems.isEmpty else { throw .checkpoint(path: file.path, problems: problems) }
   }
 }

@@ -77,13 +77,15 @@ public enum GradientInit {
     return result
   }
 
-  /// Sets A = 0 and B = V_rᵀ / gamma for every adapter from the averaged gradients.
-  public static func initialize(_ adapters: LoRSAdapters, model: LlamaModel, gradients: [String: [Float]], gamma: Float = 1) throws(SurgeryError) {
+  /// Sets the input-side factor (LoRS' B, PEFT's lora_A; r × in) to V_rᵀ / gamma and the other to zero,
+  /// for every adapter from the averaged gradients. Not defined for SPP (no rank-r factor).
+  public static func initialize(_ adapters: AdapterSet, model: LlamaModel, gradients: [String: [Float]], gamma: Float = 1) throws(SurgeryError) {
+    guard adapters.method != .spp else { throw .unsupported("gradient-SVD initialisation is defined for low-rank adapters, not spp") }
     adapters.params.zero()
     for prefix in adapters.prefixes {
       guard let g = gradients[prefix], let shape = model.params.layout.entry(prefix + ".weight")?.shape else { continue }
       let v = try rightSingularVectors(g, rows: shape[0], cols: shape[1], rank: adapters.rank)
-      let b = adapters.params.pointer(prefix + ".lora_B")!
+      let b = adapters.params.pointer(prefix + adapters.inputSideName)!
       for i in 0..<v.count { b[i] = v[i] / gamma }
     }
   }

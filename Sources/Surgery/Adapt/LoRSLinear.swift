@@ -15,7 +15,7 @@ public enum LoRSGradient: String, Sendable, CaseIterable {
 }
 
 /// A reusable (out × in) buffer for merged weights and, in the exact form, the masked gradient.
-public final class LoRSWorkspace {
+public final class AdapterWorkspace {
   var buffer: UnsafeMutablePointer<Float>
   var capacity: Int
   public init() {
@@ -47,13 +47,13 @@ public final class LoRSLinear: LinearLayer {
   public let b: UnsafeMutablePointer<Float>  // (r, in)
   public let gradA: UnsafeMutablePointer<Float>
   public let gradB: UnsafeMutablePointer<Float>
-  let workspace: LoRSWorkspace
+  let workspace: AdapterWorkspace
 
   public init(
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int,
     scale: Float, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
     gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>,
-    gradient: LoRSGradient = .reordered, workspace: LoRSWorkspace
+    gradient: LoRSGradient = .reordered, workspace: AdapterWorkspace
   ) {
     self.weight = weight
     self.bias = bias

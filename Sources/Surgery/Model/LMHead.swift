@@ -15,16 +15,19 @@ public struct LMHeadResult {
 public enum LMHead {
   /// x (N, C) final-norm output; weight (V, C). Writes per-token NLL (0 for ignored targets) into
   /// `tokenNLL` (N) when given, accumulates dx (N, C) when given. `logitsOut(n, row)` sees each logit
-  /// row (for scoring or decoding) while it exists.
+  /// row (for scoring or decoding) while it exists. `gradientNormalizer` divides dlogits by that many
+  /// tokens instead of this batch's count: gradient accumulation over micro-batches then gives the
+  /// gradient of the mean over all of them.
   public static func run(
     x: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>?, N: Int, C: Int, V: Int,
     chunk: Int, scratch: UnsafeMutablePointer<Float>, tokenNLL: UnsafeMutablePointer<Float>?,
     dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>? = nil,
-    logitsOut: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil
+    logitsOut: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil, gradientNormalizer: Int? = nil
   ) -> LMHeadResult {
     var count = 0
     if let targets { for n in 0..<N where targets[n] >= 0 { count += 1 } }
-    let inverseCount = count > 0 ? 1 / Float(count) : 0
+    let divisor = gradientNormalizer ?? count
+    let inverseCount = divisor > 0 ? 1 / Float(divisor) : 0
     var total = 0.0
     var start = 0
     while start < N {

@@ -33,9 +33,11 @@ public final class LlamaRunner {
   /// Runs the model on `tokens` (B·T ids). With `targets` (B·T ids, −1 = ignored) it computes the mean
   /// cross-entropy and per-token NLL; with `prepareBackward` it also computes the head's gradient so
   /// that `backward()` can follow. `onLogits(n, row)` sees each logit row as it is computed.
+  /// `gradientNormalizer`: the gradient is that of (sum of NLL) / gradientNormalizer instead of the mean
+  /// (for gradient accumulation: pass the target count of the whole accumulated step).
   @discardableResult
   public func forward(
-    tokens: [Int32], targets: [Int32]? = nil, prepareBackward: Bool = false,
+    tokens: [Int32], targets: [Int32]? = nil, prepareBackward: Bool = false, gradientNormalizer: Int? = nil,
     onLogits: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil
   ) throws(SurgeryError) -> LMHeadResult {
     let c = model.config
@@ -64,7 +66,7 @@ public final class LlamaRunner {
       LMHead.run(
         x: acts.xFinalNorm, weight: model.head, targets: targets == nil ? nil : t.baseAddress, N: N, C: C, V: c.vocabSize,
         chunk: plan.headChunk, scratch: acts.headScratch, tokenNLL: acts.tokenNLL,
-        dx: forwardHadTargets ? acts.dx : nil, logitsOut: onLogits)
+        dx: forwardHadTargets ? acts.dx : nil, logitsOut: onLogits, gradientNormalizer: gradientNormalizer)
     }
   }
 

@@ -57,16 +57,9 @@ public enum Calibration {
     guard tokens.count > length else {
       throw .batchShape(expected: "more than \(length) calibration tokens", got: "\(tokens.count)")
     }
-    var state = seed &+ 0x9E37_79B9_7F4A_7C15
-    func next() -> UInt64 {
-      state &+= 0x9E37_79B9_7F4A_7C15
-      var z = state
-      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-      return z ^ (z >> 31)
-    }
+    var random = SplitMix64(seed: seed)
     return (0..<count).map { _ in
-      let start = Int(next() % UInt64(tokens.count - length))
+      let start = Int(random.next() % UInt64(tokens.count - length))
       return Array(tokens[start..<(start + length)])
     }
   }

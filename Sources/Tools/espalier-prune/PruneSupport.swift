@@ -20,8 +20,7 @@ enum CalibrationText {
     if path.hasSuffix(".jsonl") {
       return try JSONLines.read(path).compactMap { $0["text"]?.stringValue }.joined(separator: "\n\n")
     }
-    let mapped = try MappedFile(path: path)
-    return String(decoding: mapped.bytes, as: UTF8.self)
+    return try MappedFile(path: path).withBytes { String(decoding: $0, as: UTF8.self) }
   }
 }
 

@@ -10,6 +10,7 @@
 let verbs = [
   ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, with a dtype"),
   ("eval", "perplexity on a text, or multiple-choice accuracy, of a checkpoint"),
+  ("finetune", "LoRS (or LoRA, SQFT, SPP) adapters trained on a sparse model without leaving its mask"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
   ("prune", "magnitude, Wanda or SparseGPT pruning, unstructured or N:M, calibrated layer by layer"),
 ]

@@ -1,0 +1,103 @@
+// PEFT's adapter directory: adapter_config.json (a LoraConfig) + adapter_model.safetensors, whose tensors
+// are named "base_model.model.<module>.lora_A.weight" (r, in) and ".lora_B.weight" (out, r). How each
+// adapter method's own tensors map onto those names is Surgery's AdapterSet.peftNames.
+
+public struct PEFTAdapterConfig: Equatable, Sendable {
+  public var rank: Int
+  public var alpha: Double
+  public var targetModules: [String]
+  public var dropout: Double
+  /// Scale alpha / sqrt(r) instead of alpha / r.
+  public var useRSLoRA: Bool
+  public var baseModel: String
+  public var peftType = "LORA"
+  public var taskType = "CAUSAL_LM"
+
+  public init(rank: Int, alpha: Double, targetModules: [String], dropout: Double = 0, useRSLoRA: Bool, baseModel: String) {
+    self.rank = rank
+    self.alpha = alpha
+    self.targetModules = targetModules
+    self.dropout = dropout
+    self.useRSLoRA = useRSLoRA
+    self.baseModel = baseModel
+  }
+
+  /// The fields PEFT's LoraConfig writes that matter for loading a plain LoRA (the others take PEFT's
+  /// defaults when absent).
+  public var json: JSONValue {
+    .object(JSONObject([
+      ("alpha_pattern", .object(JSONObject())),
+      ("auto_mapping", .null),
+      ("base_model_name_or_path", .string(baseModel)),
+      ("bias", .string("none")),
+      ("fan_in_fan_out", .bool(false)),
+      ("inference_mode", .bool(true)),
+      ("init_lora_weights", .bool(true)),
+      ("layers_pattern", .null),
+      ("layers_to_transform", .null),
+      ("lora_alpha", .number(Self.number(alpha))),
+      ("lora_dropout", .number(Self.number(dropout))),
+      ("modules_to_save", .null),
+      ("peft_type", .string(peftType)),
+      ("r", .number(String(rank))),
+      ("rank_pattern", .object(JSONObject())),
+      ("revision", .null),
+      ("target_modules", .array(targetModules.map { .string($0) })),
+      ("task_type", .string(taskType)),
+      ("use_dora", .bool(false)),
+      ("use_rslora", .bool(useRSLoRA)),
+    ]))
+  }
+
+  static func number(_ v: Double) -> String {
+    v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v)
+  }
+
+  public init(json root: JSONValue, file: String) throws(FormatError) {
+    guard let o = root.objectValue else { throw .io(file: file, reason: "not a JSON object") }
+    guard let r = o["r"]?.intValue, r > 0 else { throw .io(file: file, reason: "missing or invalid \"r\"") }
+    guard let alpha = o["lora_alpha"]?.doubleValue else { throw .io(file: file, reason: "missing \"lora_alpha\"") }
+    let targets: [String]
+    if let list = o["target_modules"]?.arrayValue {
+      targets = list.compactMap(\.stringValue)
+    } else if let one = o["target_modules"]?.stringValue {
+      targets = [one]
+    } else {
+      throw .io(file: file, reason: "missing \"target_modules\"")
+    }
+    if o["fan_in_fan_out"]?.boolValue == true { throw .io(file: file, reason: "fan_in_fan_out adapters are not supported") }
+    if o["use_dora"]?.boolValue == true { throw .io(file: file, reason: "DoRA adapters are not supported") }
+    self.init(
+      rank: r, alpha: alpha, targetModules: targets, dropout: o["lora_dropout"]?.doubleValue ?? 0,
+      useRSLoRA: o["use_rslora"]?.boolValue ?? false, baseModel: o["base_model_name_or_path"]?.stringValue ?? "")
+    peftType = o["peft_type"]?.stringValue ?? "LORA"
+    taskType = o["task_type"]?.stringValue ?? "CAUSAL_LM"
+  }
+}
+
+public enum PEFTAdapter {
+  public static let configName = "adapter_config.json"
+  public static let weightsName = "adapter_model.safetensors"
+  public static let prefix = "base_model.model."
+
+  public static func readConfig(_ directory: String) throws(FormatError) -> PEFTAdapterConfig {
+    let path = directory + "/" + configName
+    let mapped = try MappedFile(path: path)
+    do { return try PEFTAdapterConfig(json: try mapped.withBytes { try JSONParser.parse($0) }, file: path) } catch let e as FormatError { throw e } catch {
+      throw .io(file: path, reason: "invalid JSON: \(error)")
+    }
+  }
+
+  public static func openWeights(_ directory: String) throws(FormatError) -> SafetensorsFile {
+    try SafetensorsFile(path: directory + "/" + weightsName)
+  }
+
+  /// Writes the adapter directory complete or not at all: the weights, the config and `extra` files.
+  public static func write(_ tensors: [Tensor], config: PEFTAdapterConfig, extra: [SideFile], to directory: String) throws(FormatError) {
+    try AtomicDirectory.build(directory) { (temporary) throws(FormatError) in
+      try SafetensorsWriter.write(tensors, to: temporary + "/" + weightsName)
+      try SideFile(name: configName, content: .text(JSONWriter.pretty(config.json) + "\n")).write(into: temporary)
+      for file in extra { try file.write(into: temporary) }
+    }
+  }
+}

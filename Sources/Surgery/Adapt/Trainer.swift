@@ -1,0 +1,129 @@
+// The training loop: seeded window order, gradient accumulation over micro-batches (the step's gradient is
+// that of the mean loss over all its target tokens), global-norm clipping, AdamW with the cosine schedule.
+// Its whole state — adapters, AdamW moments and step, data cursor — is `state`/`restore`, so a checkpoint
+// taken after step k and resumed continues exactly as an uninterrupted run would. A non-finite loss
+// stops the step before any parameter is touched.
+
+import Foundation
+
+public struct TrainingOptions: Sendable {
+  public var steps: Int
+  /// Windows per micro-batch, and micro-batches per optimizer step.
+  public var batchSize = 4
+  public var gradAccum = 1
+  public var schedule: CosineSchedule
+  public var weightDecay = 0.0
+  /// Global gradient-norm clip (0 = off).
+  public var maxGradNorm = 1.0
+  /// Seeds the window order.
+  public var seed: UInt64 = 0
+  public var gradient: LoRSGradient = .reordered
+
+  public init(steps: Int, schedule: CosineSchedule) {
+    self.steps = steps
+    self.schedule = schedule
+  }
+}
+
+/// Everything a checkpoint holds besides the options.
+public struct TrainingState: Sendable {
+  public var step: Int
+  public var cursor: DataCursor
+  public var params: [Float]
+  public var adamStep: Int
+  public var m: [Float]
+  public var v: [Float]
+
+  public init(step: Int, cursor: DataCursor, params: [Float], adamStep: Int, m: [Float], v: [Float]) {
+    (self.step, self.cursor, self.params, self.adamStep, self.m, self.v) = (step, cursor, params, adamStep, m, v)
+  }
+}
+
+public struct StepRecord: Sendable {
+  /// 1-based step just taken.
+  public var step: Int
+  /// Mean loss over the step's target tokens (before the update).
+  public var loss: Double
+  public var learningRate: Double
+  /// Global gradient norm before clipping.
+  public var gradNorm: Double
+  /// Tokens run through the model (batch × T × accumulation) and target tokens among them.
+  public var tokens: Int
+  public var targetTokens: Int
+  public var seconds: Double
+}
+
+public final class Trainer {
+  public let model: LlamaModel
+  public let adapters: AdapterSet
+  public let data: TrainingData
+  public let options: TrainingOptions
+  public let runner: LlamaRunner
+  private(set) var optimizer: AdamW
+  private var order: WindowOrder
+  public private(set) var step = 0
+  public private(set) var cursor = DataCursor()
+
+  public init(model: LlamaModel, adapters: AdapterSet, data: TrainingData, T: Int, options: TrainingOptions) throws(SurgeryError) {
+    guard !data.windows.isEmpty else { throw .training("no training windows: the data is empty or too short") }
+    guard data.windows.allSatisfy({ $0.inputs.count == T }) else { throw .batchShape(expected: "windows of \(T) tokens", got: "other lengths") }
+    self.model = model
+    self.adapters = adapters
+    self.data = data
+    self.options = options
+    runner = LlamaRunner(model: model, B: options.batchSize, T: T)
+    optimizer = AdamW(count: adapters.params.layout.totalCount, weightDecay: Float(options.weightDecay))
+    order = WindowOrder(count: data.windows.count, seed: options.seed)
+    adapters.attach(to: model, gradient: options.gradient)
+  }
+
+  public var state: TrainingState {
+    let count = adapters.params.layout.totalCount
+    return TrainingState(
+      step: step, cursor: cursor, params: Array(UnsafeBufferPointer(start: adapters.params.base, count: count)),
+      adamStep: optimizer.step, m: optimizer.m, v: optimizer.v)
+  }
+
+  public func restore(_ s: TrainingState) throws(SurgeryError) {
+    let count = adapters.params.layout.totalCount
+    guard s.params.count == count, s.m.count == count, s.v.count == count else {
+      throw .training("the checkpoint holds \(s.params.count) adapter values; this run has \(count)")
+    }
+    adapters.params.base.update(from: s.params, count: count)
+    optimizer = AdamW(step: s.adamStep, m: s.m, v: s.v, weightDecay: Float(options.weightDecay))
+    step = s.step
+    cursor = s.cursor
+  }
+
+  /// One optimizer step over `gradAccum` micro-batches.
+  public func trainStep() throws(SurgeryError) -> StepRecord {
+    let start = Date()
+    let B = options.batchSize
+    var cursor = self.cursor
+    let micro = (0..<options.gradAccum).map { _ in order.take(B, from: &cursor) }
+    let targetTotal = micro.joined().reduce(0) { $0 + data.windows[$1].targetCount }
+    adapters.zeroGrad()
+    var nll = 0.0
+    for indices in micro {
+      let tokens = indices.flatMap { data.windows[$0].inputs }
+      let targets = indices.flatMap { data.windows[$0].targets }
+      let result = try runner.forward(tokens: tokens, targets: targets, prepareBackward: true, gradientNormalizer: max(1, targetTotal))
+      nll += Double(result.loss) * Double(result.count)
+      guard result.loss.isFinite else {
+        throw .training("the loss is \(result.loss) at step \(step + 1); stopped before updating (the last checkpoint is kept)")
+      }
+      try runner.backward()
+    }
+    let norm = options.maxGradNorm > 0 ? adapters.clipGradients(maxNorm: options.maxGradNorm) : adapters.gradientNorm
+    guard norm.isFinite else {
+      throw .training("the gradient norm is \(norm) at step \(step + 1); stopped before updating (the last checkpoint is kept)")
+    }
+    let lr = options.schedule.rate(at: step)
+    optimizer.update(adapters.params.base, grads: adapters.grads.base, count: adapters.params.layout.totalCount, lr: lr)
+    step += 1
+    self.cursor = cursor
+    return StepRecord(
+      step: step, loss: targetTotal > 0 ? nll / Double(targetTotal) : 0, learningRate: lr, gradNorm: norm,
+      tokens: B * runner.plan.T * options.gradAccum, targetTokens: targetTotal, seconds: Date().timeIntervalSince(start))
+  }
+}

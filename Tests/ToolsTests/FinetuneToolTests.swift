@@ -1,0 +1,143 @@
+// espalier-finetune as a binary: outputs (PEFT adapter, espalier.json, checkpoints, step log), the merged
+// weights keep the pruned base's zeros, --resume after an interruption ends byte-identical to an
+// uninterrupted run, a diverging run stops with exit 1 keeping its last checkpoint, and usage errors.
+
+import Foundation
+import Testing
+
+@testable import Formats
+
+@Suite struct FinetuneToolTests {
+  static func temporaryDirectory() throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("espalier-finetune-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+  }
+
+  /// The tiny model pruned 2:4 by magnitude, in `dir`/base.
+  static func prunedBase(_ dir: String) throws -> String {
+    let r = try Tools.run("espalier-prune", [Tools.fixtures + "/tiny-llama", dir + "/base", "--method", "magnitude", "--pattern", "2:4"])
+    #expect(r.status == 0, "\(r.stderr)")
+    return dir + "/base"
+  }
+
+  static func train(_ base: String, _ out: String, _ extra: [String]) throws -> ToolResult {
+    try Tools.run("espalier", ["finetune", base, "--data", Tools.fixtures + "/tokenizer/prose.txt", "--output", out,
+      "--seq-len", "64", "--batch-size", "2", "--grad-accum", "2", "--rank", "4", "--lr", "1e-3", "--init-samples", "4"] + extra)
+  }
+
+  static func json(_ path: String) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+  }
+
+  @Test func lorsEndToEndAndResume() throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let base = try Self.prunedBase(dir)
+    let r = try Self.train(base, dir + "/a", ["--steps", "6", "--save-every", "2", "--json"])
+    #expect(r.status == 0, "\(r.stderr)")
+    let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+    #expect(report["steps"] as? Int == 6 && report["method"] as? String == "lors")
+    #expect(r.stderr.contains("step 6/6") && r.stderr.contains("tok/s") && r.stderr.contains("ETA"))
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/a").sorted()
+    #expect(files == ["adapter_config.json", "adapter_model.safetensors", "checkpoints", "espalier.json", "train_log.jsonl"])
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/a/checkpoints").sorted() == ["step-000002", "step-000004", "step-000006"])
+    // The step log: one line per step, losses finite.
+    let log = try String(contentsOfFile: dir + "/a/train_log.jsonl", encoding: .utf8).split(separator: "\n")
+    #expect(log.count == 6)
+    for (i, line) in log.enumerated() {
+      let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+      #expect(o["step"] as? Int == i + 1 && (o["loss"] as? Double)?.isFinite == true && o["lr"] is Double && o["tokens_per_s"] is Double)
+    }
+    // PEFT format: names, shapes, config; espalier.json records what merge needs.
+    let config = try Self.json(dir + "/a/adapter_config.json")
+    #expect(config["r"] as? Int == 4 && config["use_rslora"] as? Bool == true && config["peft_type"] as? String == "LORA")
+    #expect(config["target_modules"] as? [String] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"])
+    let adapter = try SafetensorsFile(path: dir + "/a/adapter_model.safetensors")
+    #expect(adapter.entries.count == 28)
+    #expect(try adapter.tensor("base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight").shape == [4, 64])
+    #expect(try adapter.tensor("base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight").shape == [32, 4])
+    let espalier = try Self.json(dir + "/a/espalier.json")
+    #expect(espalier["method"] as? String == "lors" && espalier["scale_rule"] as? String == "rslora" && espalier["scale"] as? Double == 8)
+    #expect((espalier["base_fingerprint"] as? String)?.hasPrefix("fnv1a64:") == true)
+    #expect((espalier["mask_source"] as? String)?.contains("W != 0") == true)
+    // The merged weight (W + s·A·B) ⊙ M keeps every zero of the base.
+    let weights = try SafetensorsFile(path: base + "/model.safetensors")
+    let name = "model.layers.1.mlp.down_proj"
+    let w = try weights.tensor(name + ".weight").float32()
+    let a = try adapter.tensor("base_model.model.\(name).lora_B.weight").float32()  // LoRS A (out, r)
+    let b = try adapter.tensor("base_model.model.\(name).lora_A.weight").float32()  // LoRS B (r, in)
+    let (out, inp) = (64, 128)
+    var changed = 0
+    for i in 0..<out {
+      for j in 0..<inp where w[i * inp + j] != 0 {
+        var delta: Float = 0
+        for k in 0..<4 { delta += a[i * 4 + k] * b[k * inp + j] }
+        if delta != 0 { changed += 1 }
+      }
+    }
+    #expect(changed > 0, "training moved the adapter")
+
+    // Interrupted after step 2 (later checkpoints and outputs gone), then resumed: byte-identical adapter.
+    try FileManager.default.copyItem(atPath: dir + "/a", toPath: dir + "/b")
+    for gone in ["checkpoints/step-000004", "checkpoints/step-000006", "adapter_model.safetensors", "adapter_config.json", "espalier.json"] {
+      try FileManager.default.removeItem(atPath: dir + "/b/" + gone)
+    }
+    let resumed = try Self.train(base, dir + "/b", ["--steps", "6", "--save-every", "2", "--resume"])
+    #expect(resumed.status == 0, "\(resumed.stderr)")
+    #expect(resumed.stderr.contains("resumed from") && resumed.stderr.contains("at step 2"))
+    #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/a/adapter_model.safetensors")) == Data(contentsOf: URL(fileURLWithPath: dir + "/b/adapter_model.safetensors")))
+    func losses(_ run: String) throws -> [Double] {
+      try String(contentsOfFile: dir + "/\(run)/train_log.jsonl", encoding: .utf8).split(separator: "\n").map {
+        (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["loss"] as? Double ?? .nan
+      }
+    }
+    #expect(try losses("a") == losses("b"))
+    // Other settings are refused, naming the difference.
+    let mismatch = try Self.train(base, dir + "/b", ["--steps", "6", "--save-every", "2", "--resume", "--rank", "8"])
+    #expect(mismatch.status == 64 && mismatch.stderr.contains("rank: checkpoint 4, now 8"))
+  }
+
+  @Test(arguments: ["lora", "sqft", "spp"])
+  func baselinesTrainAndRecordTheirMethod(method: String) throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let r = try Self.train(Tools.fixtures + "/tiny-llama", dir + "/out", ["--method", method, "--steps", "2", "--save-every", "0"])
+    #expect(r.status == 0, "\(r.stderr)")
+    let espalier = try Self.json(dir + "/out/espalier.json")
+    #expect(espalier["method"] as? String == method && espalier["scale_rule"] as? String == "lora")
+    let adapter = try SafetensorsFile(path: dir + "/out/adapter_model.safetensors")
+    let shape = try adapter.tensor("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight").shape
+    #expect(shape == (method == "spp" ? [16, 64] : [4, 64]))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/out/checkpoints") == ["step-000002"])
+  }
+
+  @Test func divergenceStopsWithExitOneAndKeepsTheLastCheckpoint() throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let r = try Self.train(Tools.fixtures + "/tiny-llama", dir + "/out", ["--method", "lora", "--steps", "8", "--save-every", "1", "--lr", "1e30", "--max-grad-norm", "0"])
+    #expect(r.status == 1, "\(r.stderr)")
+    #expect(r.stderr.contains("stopped before updating"))
+    let kept = try FileManager.default.contentsOfDirectory(atPath: dir + "/out/checkpoints").sorted()
+    #expect(!kept.isEmpty && !kept.contains { $0.contains("partial") })
+    #expect(!FileManager.default.fileExists(atPath: dir + "/out/adapter_model.safetensors"))
+    let state = try Self.json(dir + "/out/checkpoints/\(kept.last!)/trainer_state.json")
+    let adapter = try SafetensorsFile(path: dir + "/out/checkpoints/\(kept.last!)/adapter_state.safetensors")
+    #expect(state["step"] as? Int == Int(kept.last!.dropFirst(5)))
+    for entry in adapter.entries { #expect(try adapter.tensor(entry).float32().allSatisfy(\.isFinite), "\(entry.info.name)") }
+  }
+
+  @Test func usageErrorsAndHelp() throws {
+    let model = Tools.fixtures + "/tiny-llama", data = Tools.fixtures + "/tokenizer/prose.txt"
+    for extra in [["--method", "dora"], ["--targets", "q_proj,x_proj"], ["--method", "spp", "--init", "gradient"], ["--lr", "0"],
+      ["--scale-rule", "sqrt"], ["--resume"]] {
+      let r = try Tools.run("espalier-finetune", [model, "--data", data, "--output", "/tmp/espalier-never-\(UUID().uuidString)"] + extra)
+      #expect(r.status == 64, "\(extra): \(r.stderr)")
+    }
+    let help = try Tools.run("espalier-finetune", ["--help"])
+    for flag in ["--method", "--rank", "--alpha", "--lr", "--batch-size", "--grad-accum", "--seq-len", "--steps", "--epochs", "--warmup",
+      "--seed", "--save-every", "--resume", "--init", "--targets", "--scale-rule", "--gradient", "(default: lors)", "(default: 16)"] {
+      #expect(help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains(flag), "\(flag)")
+    }
+  }
+}
