@@ -41,3 +41,22 @@ for method in wanda sparsegpt; do
     rm -rf "$out/$name"
   done
 done
+
+# Fine-tuning (issue 6): one training step of SmolLM2-135M pruned 50% (magnitude), 4 × 256 tokens of the
+# Python tutorial, rank 16, adapters on all 210 projections, for each method in its own process (so each
+# peak RSS is its own); two rounds in alternating order, best step per method; ratios against LoRA.
+$bin/espalier-prune models/smollm2-135m "$out/pruned50" --method magnitude --sparsity 0.5 --overwrite >/dev/null 2>&1
+for round in 1 2; do
+  for method in lors lora sqft spp; do
+    $bin/espalier-bench finetune-step "$out/pruned50" $method "$docs/tutorial" 4 256 16
+  done | tee -a "$out/finetune.txt"
+done
+awk '/^finetune-step/ {
+  m = $2; sub(":", "", m); t = ""
+  for (i = 1; i <= NF; i++) { if ($i == "step" && t == "") t = $(i + 1); if ($i == "RSS") r = $(i + 1) }
+  if (!(m in best) || t < best[m]) best[m] = t
+  if (!(m in rss) || r > rss[m]) rss[m] = r
+} END {
+  for (m in best) printf "  %s: best step %.3f s = %.0f tokens/s, peak RSS %d MB; step / lora %.3f, RSS / lora %.3f\n", m, best[m], 1024 / best[m], rss[m], best[m] / best["lora"], rss[m] / rss["lora"]
+  print "  (targets: lors step / lora <= 1.10, RSS / lora <= 1.05, lors >= 215 tokens/s, RSS <= 1500 MB; PyTorch: 166 tokens/s, 4.3 GB)"
+}' "$out/finetune.txt"

@@ -10,6 +10,12 @@
 //                      each in MB/s of output against a memcpy of the same number of bytes.
 //   engine MODEL [B T] forward and forward+backward tokens/s of the Llama engine (default 4 × 256), as a
 //                      fraction of OpenBLAS sgemm GFLOP/s measured in the same run; peak RSS of the process.
+//   finetune-step MODEL METHOD TEXT [B T r]
+//                      one training step (forward, backward, clip, AdamW) of METHOD adapters (lors, lora,
+//                      sqft, spp) on every projection of MODEL at B × T (default 4 × 256), rank r (16), on
+//                      windows of TEXT (real text: its peaky softmaxes are what make denormals matter):
+//                      best of 3 after a warm-up, tokens/s, and the process's peak RSS (run one method per
+//                      process so each RSS is its own).
 //   rss CMD ARGS...    runs a command, prints its wall time and peak RSS (wait4). Run it from a fresh
 //                      process: Linux folds the parent's high-water RSS into an exec'd child's maxrss.
 //
@@ -274,6 +280,40 @@ func benchEngine(model path: String, B: Int, T: Int) throws {
   say("  peak RSS \(fixed(Double(usage.ru_maxrss) / 1024, 0)) MB (target ≤ 1500 MB)")
 }
 
+func benchFinetuneStep(model path: String, method: AdapterMethod, text: String, B: Int, T: Int, rank: Int) throws {
+  let model = try LlamaModel.load(path, maxPositions: T)
+  let data = TrainingData(
+    records: try TrainingDataFile.read(text), tokenizer: try Tokenizer.forCheckpoint(path), length: T,
+    eos: Int32(model.config.eosTokenIDs.first ?? 0))
+  let windows = Array(data.windows.prefix(8 * B))
+  let rule: ScaleRule = method == .lors ? .rslora : .lora
+  let adapters = try AdapterSet(model: model, method: method, rank: rank, scale: rule.scale(alpha: 16, rank: rank))
+  adapters.initializeRandomly(seed: 1)
+  // Non-zero output-side factors, so no product is skipped or trivially zero.
+  for i in 0..<adapters.params.layout.totalCount where adapters.params.base[i] == 0 { adapters.params.base[i] = 1e-3 }
+  let trainer = try Trainer(
+    model: model, adapters: adapters, data: TrainingData(windows: windows), T: T,
+    options: TrainingOptions(steps: 100, schedule: CosineSchedule(base: 1e-5, total: 100)))
+  _ = try trainer.trainStep()  // warm-up
+  var times: [Double] = []
+  for _ in 0..<3 { times.append(try trainer.trainStep().seconds) }
+  let t = times.min()!
+  var mergeNote = ""
+  if method == .lors {
+    // What LoRS adds to a step: each layer's merged weight is recomputed twice (forward and backward).
+    let layers = model.linears.flatMap { $0 }.compactMap { $0 as? LoRSLinear }
+    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: layers.map { $0.outFeatures * $0.inFeatures }.max()!)
+    defer { buffer.deallocate() }
+    let merge = best(3) { for layer in layers { layer.mergedWeight(into: buffer) } }
+    mergeNote = ", merged-weight recompute \(fixed(2 * merge, 3)) s of the step"
+  }
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  say("finetune-step \(method.rawValue): B×T = \(B)×\(T), rank \(rank), \(adapters.params.layout.totalCount) trainable, "
+    + "step \(fixed(t, 3)) s (best of 3: \(times.map { fixed($0, 3) }.joined(separator: " "))), "
+    + "\(fixed(Double(B * T) / t, 0)) tokens/s, peak RSS \(fixed(Double(usage.ru_maxrss) / 1024, 0)) MB\(mergeNote)")
+}
+
 /// Runs a command and reports wall time and peak RSS. Call from a fresh, small process.
 func measureRSS(_ command: [String]) {
   var pid: pid_t = 0
@@ -296,7 +336,7 @@ func measureRSS(_ command: [String]) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | engine MODEL [B T] | rss COMMAND [ARGS...]")
+  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | rss COMMAND [ARGS...]")
   exit(64)
 }
 do {
@@ -309,6 +349,12 @@ do {
     mkdir(arguments[3], 0o755)
     try benchConvertFormats(gguf: arguments[2], directory: arguments[3])
   case "rss": measureRSS(Array(arguments[2...]))
+  case "finetune-step" where arguments.count >= 5:
+    guard let method = AdapterMethod(rawValue: arguments[3]) else { throw SurgeryError.unsupported("method \(arguments[3])") }
+    let B = arguments.count > 5 ? Int(arguments[5]) ?? 4 : 4
+    let T = arguments.count > 6 ? Int(arguments[6]) ?? 256 : 256
+    let r = arguments.count > 7 ? Int(arguments[7]) ?? 16 : 16
+    try benchFinetuneStep(model: arguments[2], method: method, text: arguments[4], B: B, T: T, rank: r)
   case "engine":
     let B = arguments.count > 3 ? Int(arguments[3]) ?? 4 : 4
     let T = arguments.count > 4 ? Int(arguments[4]) ?? 256 : 256

@@ -69,12 +69,16 @@ public final class LoRSLinear: LinearLayer {
     self.workspace = workspace
   }
 
-  /// Wm = (W + s·A·B) ⊙ M into `out` (out, in).
+  /// Wm = (W + s·A·B) ⊙ M into `out` (out, in). Built 64 rows at a time, so the product s·A·B and the
+  /// masked add meet in cache: the weight is read once and the merged weight written once.
   public func mergedWeight(into out: UnsafeMutablePointer<Float>) {
-    let count = outFeatures * inFeatures
-    out.update(from: weight, count: count)
-    Gemm.sgemm(out, a, b, m: outFeatures, n: inFeatures, k: rank, alpha: scale, beta: 1)
-    for i in 0..<count where weight[i] == 0 { out[i] = 0 }
+    let (o, i, r) = (outFeatures, inFeatures, rank)
+    let rows = 64
+    for r0 in stride(from: 0, to: o, by: rows) {
+      let m = min(rows, o - r0)
+      Gemm.sgemm(out + r0 * i, a + r0 * r, b, m: m, n: i, k: r, alpha: scale)
+      VectorMath.addUnderMask(out + r0 * i, weight: weight + r0 * i, count: m * i)
+    }
   }
 
   public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {

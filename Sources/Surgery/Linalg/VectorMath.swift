@@ -75,6 +75,24 @@ public enum VectorMath {
   }
 
   /// x[i] *= factor.
+  /// out[i] = w[i] != 0 ? w[i] + out[i] : 0 — adds a delta to a weight under its own mask M = (w ≠ 0)
+  /// (sparsity-preserving adapters' merge). The zeros written are +0.0.
+  public static func addUnderMask(_ out: UnsafeMutablePointer<Float>, weight w: UnsafePointer<Float>, count: Int) {
+    var i = 0
+    let zero = V(repeating: 0)
+    while i + 8 <= count {
+      let wv = UnsafeRawPointer(w + i).loadUnaligned(as: V.self)
+      var v = wv + UnsafeRawPointer(out + i).loadUnaligned(as: V.self)
+      v.replace(with: zero, where: wv .== zero)
+      UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: V.self)
+      i += 8
+    }
+    while i < count {
+      out[i] = w[i] != 0 ? w[i] + out[i] : 0
+      i += 1
+    }
+  }
+
   public static func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
     for i in 0..<count { x[i] *= factor }
   }

@@ -113,10 +113,12 @@ public enum Attention {
     withoutActuallyEscaping(body) { body in
       let task = UncheckedSendable(body)
       DispatchQueue.concurrentPerform(iterations: workers) { w in
-        var item = w
-        while item < items {
-          task.value(item / KV, item % KV, shared.pointer + w * scratchSize)
-          item += workers
+        Denormals.flushed {
+          var item = w
+          while item < items {
+            task.value(item / KV, item % KV, shared.pointer + w * scratchSize)
+            item += workers
+          }
         }
       }
     }

@@ -40,6 +40,15 @@ public final class LlamaRunner {
     tokens: [Int32], targets: [Int32]? = nil, prepareBackward: Bool = false, gradientNormalizer: Int? = nil,
     onLogits: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil
   ) throws(SurgeryError) -> LMHeadResult {
+    try Denormals.flushed { () throws(SurgeryError) in
+      try forwardPass(tokens: tokens, targets: targets, prepareBackward: prepareBackward, gradientNormalizer: gradientNormalizer, onLogits: onLogits)
+    }
+  }
+
+  private func forwardPass(
+    tokens: [Int32], targets: [Int32]?, prepareBackward: Bool, gradientNormalizer: Int?,
+    onLogits: ((Int, UnsafeBufferPointer<Float>) -> Void)?
+  ) throws(SurgeryError) -> LMHeadResult {
     let c = model.config
     guard tokens.count == N, targets.map({ $0.count == N }) ?? true else {
       throw .batchShape(expected: "\(plan.B)×\(plan.T) tokens", got: "\(tokens.count) tokens")
@@ -74,7 +83,7 @@ public final class LlamaRunner {
   /// same memory: the input is copied in first). For layer-by-layer calibration.
   public func forwardBlock(_ l: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
     acts.layers[l].xIn.update(from: input, count: N * model.config.hiddenSize)
-    runBlock(l, output: output)
+    Denormals.flushed { runBlock(l, output: output) }
   }
 
   /// Block l on the input already in its slot, writing the block's output to `next`.
@@ -112,6 +121,10 @@ public final class LlamaRunner {
   /// running each linear layer's backward (adapters accumulate their gradients there).
   public func backward() throws(SurgeryError) {
     guard forwardHadTargets else { throw .batchShape(expected: "a forward with targets and prepareBackward", got: "none") }
+    Denormals.flushed { backwardPass() }
+  }
+
+  private func backwardPass() {
     let c = model.config
     let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
     // dx holds dL/d(final norm output); turn it into dL/d(final norm input).
