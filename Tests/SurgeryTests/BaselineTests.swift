@@ -13,7 +13,7 @@ import Testing
   enum Kind { case lora, sqft }
 
   /// (y, dx, dA, dB) for A (2, 4), B (3, 2), s = 1.5.
-  static func run(_ kind: Kind, a: [Float], b: [Float], input: [Float] = x) -> ([Float], [Float], [Float], [Float]) {
+  static func run(_ kind: Kind, a: [Float], b: [Float], input: [Float] = x, dropout: Float = 0) -> ([Float], [Float], [Float], [Float]) {
     var a = a, b = b, gA = [Float](repeating: 0, count: 8), gB = [Float](repeating: 0, count: 6)
     var y = [Float](repeating: 0, count: 6), dx = [Float](repeating: 0, count: 8)
     W.withUnsafeBufferPointer { w in
@@ -21,11 +21,20 @@ import Testing
         b.withUnsafeMutableBufferPointer { bp in
           gA.withUnsafeMutableBufferPointer { gap in
             gB.withUnsafeMutableBufferPointer { gbp in
-              let layer: LinearLayer = kind == .lora
-                ? LoRALinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
+              var drop = AdapterDropout(probability: dropout)
+              drop.seed = 12345
+              let layer: LinearLayer
+              if kind == .lora {
+                let lora = LoRALinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
                   a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
-                : SQFTLinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
+                lora.dropout = drop
+                layer = lora
+              } else {
+                let sqft = SQFTLinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
                   a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
+                sqft.dropout = drop
+                layer = sqft
+              }
               layer.forward(out: &y, inp: input, N: 2)
               layer.backward(dinp: &dx, dout: gy, inp: input, N: 2)
             }
@@ -46,6 +55,33 @@ import Testing
     checkGradient("\(kind) dA", x: &a, analytic: gA, tolerance: 1e-3) { dot(Self.run(kind, a: $0, b: Self.B).0, Self.gy) }
     checkGradient("\(kind) dB", x: &b, analytic: gB, tolerance: 1e-3) { dot(Self.run(kind, a: Self.A, b: $0).0, Self.gy) }
     checkGradient("\(kind) dx", x: &input, analytic: dx, tolerance: 1e-3) { dot(Self.run(kind, a: Self.A, b: Self.B, input: $0).0, Self.gy) }
+  }
+
+  /// With dropout the layer is still a differentiable function of (A, B, x) for a fixed seed; its mask
+  /// is regenerated in backward, so the analytic gradients must match finite differences.
+  @Test(arguments: [Kind.lora, .sqft])
+  func gradientsWithDropoutPassFiniteDifferences(kind: Kind) {
+    let p: Float = 0.4
+    let (y, dx, gA, gB) = Self.run(kind, a: Self.A, b: Self.B, dropout: p)
+    #expect(y != Self.run(kind, a: Self.A, b: Self.B).0, "dropout changed the output")
+    var a = Self.A, b = Self.B, input = Self.x
+    checkGradient("\(kind) dA", x: &a, analytic: gA, tolerance: 1e-3) { dot(Self.run(kind, a: $0, b: Self.B, dropout: p).0, Self.gy) }
+    checkGradient("\(kind) dB", x: &b, analytic: gB, tolerance: 1e-3) { dot(Self.run(kind, a: Self.A, b: $0, dropout: p).0, Self.gy) }
+    checkGradient("\(kind) dx", x: &input, analytic: dx, tolerance: 1e-3) { dot(Self.run(kind, a: Self.A, b: Self.B, input: $0, dropout: p).0, Self.gy) }
+  }
+
+  @Test func dropoutKeepsAboutOneMinusPAndScalesTheKept() {
+    var drop = AdapterDropout(probability: 0.25)
+    drop.seed = 99
+    let ones = [Float](repeating: 1, count: 100_000)
+    var out = [Float](repeating: 0, count: ones.count)
+    drop.apply(ones, into: &out, count: ones.count)
+    let kept = out.filter { $0 != 0 }
+    #expect(abs(Double(kept.count) / Double(ones.count) - 0.75) < 0.01)
+    #expect(kept.allSatisfy { abs($0 - 1 / 0.75) < 1e-6 })
+    var again = [Float](repeating: 0, count: ones.count)
+    drop.apply(ones, into: &again, count: ones.count)
+    #expect(again == out, "the mask is a function of the seed")
   }
 
   @Test func sqftKeepsTheMaskAndLoRAFillsIt() {

@@ -224,9 +224,10 @@ func prunedTinyModel() throws -> (LlamaModel, SafetensorsFile) {
     return TrainingData(windows: windows)
   }
 
-  static func trainer(batch: Int, accum: Int, steps: Int) throws -> Trainer {
+  static func trainer(batch: Int, accum: Int, steps: Int, method: AdapterMethod = .lors, dropout: Float = 0) throws -> Trainer {
     let (model, _) = try prunedTinyModel()
-    let adapters = try AdapterSet(model: model, method: .lors, rank: 2, scale: 1)
+    let adapters = try AdapterSet(model: model, method: method, rank: 2, scale: 1)
+    adapters.dropout = dropout
     adapters.initializeRandomly(seed: 5)
     for i in 0..<adapters.params.layout.totalCount where adapters.params.base[i] == 0 { adapters.params.base[i] = 0.01 }
     var options = TrainingOptions(steps: steps, schedule: CosineSchedule(base: 1e-3, floor: 1e-4, warmup: 1, total: steps))
@@ -246,12 +247,14 @@ func prunedTinyModel() throws -> (LlamaModel, SafetensorsFile) {
     #expect(maxAbsDiff(big.state.params, small.state.params) < 1e-5)
   }
 
-  @Test func resumingFromAStateEqualsAnUninterruptedRun() throws {
-    let straight = try Self.trainer(batch: 2, accum: 1, steps: 5)
+  /// Also with dropout, whose masks derive from (seed, step, micro-batch) rather than a running RNG.
+  @Test(arguments: [(AdapterMethod.lors, Float(0)), (.lora, 0.2), (.sqft, 0.2)])
+  func resumingFromAStateEqualsAnUninterruptedRun(method: AdapterMethod, dropout: Float) throws {
+    let straight = try Self.trainer(batch: 2, accum: 2, steps: 5, method: method, dropout: dropout)
     for _ in 0..<5 { _ = try straight.trainStep() }
-    let first = try Self.trainer(batch: 2, accum: 1, steps: 5)
+    let first = try Self.trainer(batch: 2, accum: 2, steps: 5, method: method, dropout: dropout)
     for _ in 0..<2 { _ = try first.trainStep() }
-    let second = try Self.trainer(batch: 2, accum: 1, steps: 5)
+    let second = try Self.trainer(batch: 2, accum: 2, steps: 5, method: method, dropout: dropout)
     try second.restore(first.state)
     for _ in 0..<3 { _ = try second.trainStep() }
     #expect(second.step == 5 && second.cursor == straight.cursor)

@@ -102,7 +102,8 @@ import Testing
   func baselinesTrainAndRecordTheirMethod(method: String) throws {
     let dir = try Self.temporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let r = try Self.train(Tools.fixtures + "/tiny-llama", dir + "/out", ["--method", method, "--steps", "2", "--save-every", "0"])
+    let dropout = method == "spp" ? [] : ["--dropout", "0.1"]
+    let r = try Self.train(Tools.fixtures + "/tiny-llama", dir + "/out", ["--method", method, "--steps", "2", "--save-every", "0"] + dropout)
     #expect(r.status == 0, "\(r.stderr)")
     let espalier = try Self.json(dir + "/out/espalier.json")
     #expect(espalier["method"] as? String == method && espalier["scale_rule"] as? String == "lora")
@@ -130,7 +131,7 @@ import Testing
   @Test func usageErrorsAndHelp() throws {
     let model = Tools.fixtures + "/tiny-llama", data = Tools.fixtures + "/tokenizer/prose.txt"
     for extra in [["--method", "dora"], ["--targets", "q_proj,x_proj"], ["--method", "spp", "--init", "gradient"], ["--lr", "0"],
-      ["--scale-rule", "sqrt"], ["--resume"]] {
+      ["--scale-rule", "sqrt"], ["--resume"], ["--dropout", "0.1"], ["--method", "lora", "--dropout", "1"]] {
       let r = try Tools.run("espalier-finetune", [model, "--data", data, "--output", "/tmp/espalier-never-\(UUID().uuidString)"] + extra)
       #expect(r.status == 64, "\(extra): \(r.stderr)")
     }

@@ -53,6 +53,10 @@ public final class AdapterSet {
   /// "model.layers.<l>.<self_attn|mlp>.<proj>" of every adapted projection, in model order.
   public let prefixes: [String]
   let workspace = AdapterWorkspace()
+  /// Dropout on the adapter branch (lora and sqft only; see AdapterDropout).
+  public var dropout: Float = 0
+  /// The layers `attach` made, in prefix order.
+  public private(set) var layers: [LinearLayer] = []
 
   /// Adapters on the projections whose short name (q_proj, …, down_proj) is in `targets`, zero-initialised.
   public init(model: LlamaModel, method: AdapterMethod, rank: Int, scale: Float, targets: [String] = ProjectionNames.all) throws(SurgeryError) {
@@ -106,6 +110,8 @@ public final class AdapterSet {
 
   /// Replaces the targeted projections of `model` with this method's layers over these adapters.
   public func attach(to model: LlamaModel, gradient: LoRSGradient = .reordered) {
+    layers = []
+    defer { layers = prefixes.map { let (l, p) = Self.position(of: $0); return model.linears[l][p] } }
     for prefix in prefixes {
       let (l, p) = Self.position(of: prefix)
       let shape = model.params.layout.entry(prefix + ".weight")!.shape
@@ -120,11 +126,15 @@ public final class AdapterSet {
           weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale,
           a: a, b: b, gradA: gA, gradB: gB, gradient: gradient, workspace: workspace)
       case .lora:
-        model.linears[l][p] = LoRALinear(
+        let layer = LoRALinear(
           weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+        layer.dropout = AdapterDropout(probability: dropout)
+        model.linears[l][p] = layer
       case .sqft:
-        model.linears[l][p] = SQFTLinear(
+        let layer = SQFTLinear(
           weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+        layer.dropout = AdapterDropout(probability: dropout)
+        model.linears[l][p] = layer
       case .spp:
         model.linears[l][p] = SPPLinear(
           weight: weight, bias: bias, inFeatures: inp, outFeatures: out, scale: scale, a: a, b: b, gradA: gA, gradB: gB,
@@ -170,6 +180,17 @@ public final class AdapterSet {
   }
 
   public func zeroGrad() { grads.zero() }
+
+  /// Draws new dropout masks: every attached layer gets its own seed derived from `seed`.
+  public func reseedDropout(_ seed: UInt64) {
+    guard dropout > 0 else { return }
+    for (index, layer) in layers.enumerated() {
+      var mixer = SplitMix64(seed: seed ^ (UInt64(index) &* 0xA24B_AED4_963E_E407))
+      let layerSeed = mixer.next()
+      (layer as? LoRALinear)?.dropout.seed = layerSeed
+      (layer as? SQFTLinear)?.dropout.seed = layerSeed
+    }
+  }
 
   /// The global L2 norm of the gradients (Double accumulation).
   public var gradientNorm: Double {

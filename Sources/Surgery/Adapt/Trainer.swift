@@ -104,7 +104,10 @@ public final class Trainer {
     let targetTotal = micro.joined().reduce(0) { $0 + data.windows[$1].targetCount }
     adapters.zeroGrad()
     var nll = 0.0
-    for indices in micro {
+    for (index, indices) in micro.enumerated() {
+      // Dropout masks from (seed, step, micro-batch): the same on a resumed run.
+      var mixer = SplitMix64(seed: options.seed ^ (UInt64(step) &* 0x9FB2_1C65_1E98_DF25) ^ UInt64(index) &* 0xD6E8_FEB8_6659_FD93)
+      adapters.reseedDropout(mixer.next())
       let tokens = indices.flatMap { data.windows[$0].inputs }
       let targets = indices.flatMap { data.windows[$0].targets }
       let result = try runner.forward(tokens: tokens, targets: targets, prepareBackward: true, gradientNormalizer: max(1, targetTotal))

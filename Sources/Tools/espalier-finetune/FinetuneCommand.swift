@@ -37,6 +37,7 @@ struct FinetuneCommand: ParsableCommand {
   @Option(help: "LoRA alpha; the scale is alpha/sqrt(r) or alpha/r by --scale-rule.") var alpha = 16.0
   @Option(help: "rslora (s = alpha/sqrt(r)) or lora (s = alpha/r); default: rslora for lors, lora for the baselines.") var scaleRule: String?
   @Option(help: "LoRS adapter gradient: reordered (the paper's cheap form) or exact (the masked gradient).") var gradient = "reordered"
+  @Option(help: "Dropout on the adapter branch's input (lora and sqft; lors and spp merge before the product and take none).") var dropout = 0.0
   @Option(help: "Projections to adapt, comma-separated short names.") var targets = ProjectionNames.all.joined(separator: ",")
   @Option(name: .customLong("init"), help: "Initialisation: gradient (SVD of the averaged gradient, LoRS) or random (kaiming input side, zero output side); default: gradient for lors, random otherwise.") var initialization: String?
   @Option(help: "Windows whose gradient is averaged for --init gradient.") var initSamples = 128
@@ -70,6 +71,10 @@ struct FinetuneCommand: ParsableCommand {
       throw ValidationError("--targets: unknown projection `\(name)` (choose from \(ProjectionNames.all.joined(separator: ", ")))")
     }
     guard !names.isEmpty else { throw ValidationError("--targets is empty") }
+    guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1)") }
+    if dropout > 0 && !(method == .lora || method == .sqft) {
+      throw ValidationError("--dropout applies to lora and sqft: \(method.rawValue) merges its adapter into the weight, leaving no branch to drop")
+    }
     guard rank >= 1, alpha > 0 else { throw ValidationError("--rank must be >= 1 and --alpha > 0") }
     guard lr > 0, minLr >= 0, minLr <= lr, warmup >= 0 else { throw ValidationError("need --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0") }
     guard weightDecay >= 0, maxGradNorm >= 0 else { throw ValidationError("--weight-decay and --max-grad-norm must be >= 0") }
@@ -110,6 +115,7 @@ struct FinetuneCommand: ParsableCommand {
     Log.info("data: \(records.count) records -> \(trainingData.windows.count) windows of \(T) tokens, \(trainingData.targetTokens) target tokens; \(totalSteps) steps")
 
     let adapters = try AdapterSet(model: llama, method: method, rank: rank, scale: rule.scale(alpha: alpha, rank: rank), targets: targetNames)
+    adapters.dropout = Float(dropout)
     let fingerprint = adapters.baseFingerprint(model: llama)
     var options = TrainingOptions(steps: totalSteps, schedule: CosineSchedule(base: lr, floor: minLr, warmup: warmup, total: totalSteps))
     options.batchSize = batchSize
@@ -119,7 +125,7 @@ struct FinetuneCommand: ParsableCommand {
     options.seed = seed
     options.gradient = LoRSGradient(rawValue: gradient)!
     let run = RunSettings(
-      method: method, rank: rank, alpha: alpha, scaleRule: rule, scale: adapters.scale, gradient: options.gradient,
+      method: method, rank: rank, alpha: alpha, dropout: dropout, scaleRule: rule, scale: adapters.scale, gradient: options.gradient,
       targets: targetNames, initialization: initialization, initSamples: initSamples, seqLen: T, options: options,
       baseFingerprint: fingerprint, windows: trainingData.windows.count, targetTokens: trainingData.targetTokens)
     let store = TrainingStore(directory: output)

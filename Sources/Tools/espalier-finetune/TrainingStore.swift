@@ -13,6 +13,7 @@ struct RunSettings {
   var method: AdapterMethod
   var rank: Int
   var alpha: Double
+  var dropout: Double
   var scaleRule: ScaleRule
   var scale: Float
   var gradient: LoRSGradient
@@ -27,8 +28,8 @@ struct RunSettings {
 
   var fields: [(String, JSONValue)] {
     [
-      ("method", .string(method.rawValue)), ("rank", .number(String(rank))), ("alpha", .number(String(alpha))),
-      ("scale_rule", .string(scaleRule.rawValue)), ("scale", .number(String(scale))), ("gradient", .string(gradient.rawValue)),
+      ("method", .string(method.rawValue)), ("rank", .number(String(rank))), ("alpha", .number(String(alpha))), ("dropout", .number(String(dropout))),
+      ("dropout", .number(String(dropout))), ("scale_rule", .string(scaleRule.rawValue)), ("scale", .number(String(scale))), ("gradient", .string(gradient.rawValue)),
       ("targets", .array(targets.map { .string($0) })), ("init", .string(initialization)), ("init_samples", .number(String(initSamples))),
       ("seq_len", .number(String(seqLen))), ("batch_size", .number(String(options.batchSize))),
       ("grad_accum", .number(String(options.gradAccum))), ("steps", .number(String(options.steps))),
@@ -163,7 +164,7 @@ struct TrainingStore {
     }
     let config = PEFTAdapterConfig(
       rank: adapters.method == .spp ? SPPLinear.rowBlocks : adapters.rank, alpha: run.alpha, targetModules: run.targets.sorted(),
-      useRSLoRA: run.scaleRule == .rslora, baseModel: baseModel)
+      dropout: run.dropout, useRSLoRA: run.scaleRule == .rslora, baseModel: baseModel)
     let espalier = JSONValue.object(JSONObject([
       ("format", .string("espalier adapter 1")),
       ("method", .string(run.method.rawValue)),
