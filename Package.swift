@@ -14,6 +14,7 @@ let package = Package(
     .executable(name: "espalier-eval", targets: ["espalier-eval"]),
     .executable(name: "espalier-prune", targets: ["espalier-prune"]),
     .executable(name: "espalier-finetune", targets: ["espalier-finetune"]),
+    .executable(name: "espalier-merge", targets: ["espalier-merge"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -66,6 +67,12 @@ let package = Package(
         "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-finetune"),
+    .executableTarget(
+      name: "espalier-merge",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-merge"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -76,7 +83,7 @@ let package = Package(
     .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
     .testTarget(
       name: "ToolsTests",
-      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune", "espalier-finetune",
+      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune", "espalier-finetune", "espalier-merge",
       ]),
   ],
   swiftLanguageModes: [.v6]

@@ -101,3 +101,25 @@ public enum PEFTAdapter {
     }
   }
 }
+
+/// The part of espalier.json (written beside a PEFT adapter by espalier finetune) that merge relies on.
+public struct EspalierAdapterRecord: Sendable {
+  public static let fileName = "espalier.json"
+  public var method: String
+  public var scale: Double
+  public var baseFingerprint: String?
+
+  /// nil when the directory has no espalier.json (a plain PEFT adapter).
+  public static func read(_ directory: String) throws(FormatError) -> EspalierAdapterRecord? {
+    let path = directory + "/" + fileName
+    guard FileSystem.exists(path) else { return nil }
+    let root: JSONValue
+    do { root = try MappedFile(path: path).withBytes { try JSONParser.parse($0) } } catch let e as FormatError { throw e } catch {
+      throw .io(file: path, reason: "invalid JSON: \(error)")
+    }
+    guard let o = root.objectValue, let method = o["method"]?.stringValue, let scale = o["scale"]?.doubleValue else {
+      throw .io(file: path, reason: "missing \"method\" or \"scale\"")
+    }
+    return EspalierAdapterRecord(method: method, scale: scale, baseFingerprint: o["base_fingerprint"]?.stringValue)
+  }
+}

@@ -272,3 +272,33 @@ func prunedTinyModel() throws -> (LlamaModel, SafetensorsFile) {
     #expect(Array(trainer.state.params.dropFirst()) == Array(before.dropFirst()))
   }
 }
+
+@Suite struct MergeTests {
+  /// algorithms.md §11.4: W' = W + s·(A·B) ⊙ M with LoRS' A (out, r) = PEFT lora_B, B (r, in) = PEFT lora_A.
+  @Test func mergeOfTheTestVector() {
+    let w: [Float] = [0.5, 0, -0.3, 0, 0, 0.8, 0, -0.6, 0.2, 0, 0, 0.9]
+    let lorsA: [Float] = [0.1, -0.2, 0.3, 0.05, -0.15, 0.25]
+    let lorsB: [Float] = [0.4, -0.1, 0.2, 0.3, -0.2, 0.5, 0.1, -0.3]
+    let want: [Float] = [0.613137, 0, -0.3, 0, 0, 0.792929, 0, -0.493934, 0.044437, 0, 0, 0.730294]
+    let s = Float(2 / 2.0.squareRoot())
+    for method in [AdapterMethod.lors, .sqft] {
+      let merged = Merge.mergedWeight(method: method, weight: w, out: 3, inp: 4, a: lorsB, b: lorsA, rank: 2, scale: s)
+      #expect(maxAbsDiff(merged, want) < 1e-6, "\(method)")
+      #expect(merged.filter { $0 != 0 }.count == 6)
+    }
+    #expect(Merge.mergedWeight(method: .lora, weight: w, out: 3, inp: 4, a: lorsB, b: lorsA, rank: 2, scale: s).filter { $0 != 0 }.count == 12)
+  }
+
+  /// A kept weight that the cast (or the f32 sum itself) would zero is raised to the smallest normal.
+  @Test func keptWeightsNeverBecomeZero() throws {
+    let w: [Float] = [0.5, 1e-8, -1e-8, 0, 0.25, -0.25]
+    let merged: [Float] = [0.5, 1e-8, -1e-8, 0, 0, -0.25]  // 1e-8 is below F16's smallest subnormal; the 5th cancelled in f32
+    let (f16, raised16) = try Merge.cast(merged, weight: w, name: "t", shape: [6], dtype: .f16)
+    #expect(raised16 == 3)
+    let back = try f16.float32()
+    #expect(back[1] == Merge.smallestNormal(.f16) && back[2] == -Merge.smallestNormal(.f16) && back[3] == 0)
+    #expect(back[4] == Merge.smallestNormal(.f16))
+    let (_, raised32) = try Merge.cast(merged, weight: w, name: "t", shape: [6], dtype: .f32)
+    #expect(raised32 == 1)
+  }
+}

@@ -93,6 +93,32 @@ import Testing
       }
     }
     #expect(try losses("a") == losses("b"))
+    // Merged under the mask: every base zero kept, exactly the kept set nonzero, the adapter's delta applied.
+    let merge = try Tools.run("espalier", ["merge", base, dir + "/a", dir + "/merged", "--json"])
+    #expect(merge.status == 0, "\(merge.stderr)")
+    let merged = try SafetensorsFile(path: dir + "/merged/model.safetensors")
+    let wm = try merged.tensor(name + ".weight").float32()
+    #expect(zip(wm, w).allSatisfy { ($0 == 0) == ($1 == 0) })
+    var worst: Float = 0
+    for i in 0..<out {
+      for j in 0..<inp where w[i * inp + j] != 0 {
+        var delta: Float = 0
+        for k in 0..<4 { delta += a[i * 4 + k] * b[k * inp + j] }
+        worst = max(worst, abs(wm[i * inp + j] - (w[i * inp + j] + 8 * delta)))
+      }
+    }
+    #expect(worst < 1e-6)
+    #expect(try merged.tensor("model.embed_tokens.weight").byteArray == weights.tensor("model.embed_tokens.weight").byteArray)
+    let inspect = try Tools.run("espalier-inspect", [dir + "/merged", "--pattern", "2:4", "--json"])
+    let tensors = try #require((try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])?["tensors"] as? [[String: Any]])
+    for t in tensors where (t["name"] as? String ?? "").contains("_proj") {
+      #expect((t["pattern"] as? [String: Any])?["conforms"] as? Bool == true, "\(t["name"] ?? "")")
+    }
+    // Another base (the dense model) is refused: the fingerprint differs.
+    let wrong = try Tools.run("espalier-merge", [Tools.fixtures + "/tiny-llama", dir + "/a", dir + "/wrong"])
+    #expect(wrong.status == 1 && wrong.stderr.contains("trained on another base"), "\(wrong.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dir + "/wrong"))
+
     // Other settings are refused, naming the difference.
     let mismatch = try Self.train(base, dir + "/b", ["--steps", "6", "--save-every", "2", "--resume", "--rank", "8"])
     #expect(mismatch.status == 64 && mismatch.stderr.contains("rank: checkpoint 4, now 8"))
@@ -111,6 +137,13 @@ import Testing
     let shape = try adapter.tensor("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight").shape
     #expect(shape == (method == "spp" ? [16, 64] : [4, 64]))
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/out/checkpoints") == ["step-000002"])
+    // A plain LoRA merges only with --allow-densify.
+    let merge = try Tools.run("espalier-merge", [Tools.fixtures + "/tiny-llama", dir + "/out", dir + "/merged"])
+    #expect(merge.status == (method == "lora" ? 1 : 0), "\(merge.stderr)")
+    if method == "lora" {
+      #expect(merge.stderr.contains("--allow-densify"))
+      #expect(try Tools.run("espalier-merge", [Tools.fixtures + "/tiny-llama", dir + "/out", dir + "/merged", "--allow-densify"]).status == 0)
+    }
   }
 
   @Test func divergenceStopsWithExitOneAndKeepsTheLastCheckpoint() throws {

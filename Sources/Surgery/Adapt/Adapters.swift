@@ -143,6 +143,13 @@ public final class AdapterSet {
     }
   }
 
+  /// A sort key putting prefixes in model order (layer, then q, k, v, o, gate, up, down).
+  static func order(of prefix: String) -> (Int, Int) {
+    let parts = prefix.split(separator: ".")
+    guard parts.count >= 4, let l = Int(parts[2]) else { return (Int.max, 0) }
+    return (l, LlamaTensors.projections.firstIndex(of: parts[3...].joined(separator: ".")) ?? Int.max)
+  }
+
   /// (layer, index into LlamaTensors.projections) of a prefix this set made.
   static func position(of prefix: String) -> (Int, Int) {
     let parts = prefix.split(separator: ".")
@@ -215,16 +222,25 @@ extension AdapterSet {
   /// name and f32 bit patterns, in model order), recorded in espalier.json so that merge can refuse a
   /// different base. Independent of the file format the base was read from.
   public func baseFingerprint(model: LlamaModel) -> String {
-    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-    func mix(_ v: UInt64) { hash = (hash ^ v) &* 0x0000_0100_0000_01B3 }
+    var hasher = BaseFingerprint()
     for prefix in prefixes {
-      for byte in prefix.utf8 { mix(UInt64(byte)) }
       let entry = model.params.layout.entry(prefix + ".weight")!
-      let w = model.weight(prefix + ".weight")
-      for i in 0..<entry.count { mix(UInt64(w[i].bitPattern)) }
+      hasher.add(prefix, UnsafeBufferPointer(start: model.weight(prefix + ".weight"), count: entry.count))
     }
-    return "fnv1a64:" + String(hash, radix: 16).leftPadded(to: 16)
+    return hasher.value
   }
+}
+
+/// FNV-1a (64-bit) over each adapted projection's prefix and the bit patterns of its f32 weights.
+public struct BaseFingerprint {
+  var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+  public init() {}
+  mutating func mix(_ v: UInt64) { hash = (hash ^ v) &* 0x0000_0100_0000_01B3 }
+  public mutating func add(_ prefix: String, _ weights: UnsafeBufferPointer<Float>) {
+    for byte in prefix.utf8 { mix(UInt64(byte)) }
+    for w in weights { mix(UInt64(w.bitPattern)) }
+  }
+  public var value: String { "fnv1a64:" + String(hash, radix: 16).leftPadded(to: 16) }
 }
 
 extension String {

@@ -12,6 +12,7 @@ let verbs = [
   ("eval", "perplexity on a text, or multiple-choice accuracy, of a checkpoint"),
   ("finetune", "LoRS (or LoRA, SQFT, SPP) adapters trained on a sparse model without leaving its mask"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
+  ("merge", "merge an adapter into its base under the mask, refusing a mismatched base"),
   ("prune", "magnitude, Wanda or SparseGPT pruning, unstructured or N:M, calibrated layer by layer"),
 ]
 
