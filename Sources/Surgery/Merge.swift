@@ -23,21 +23,13 @@ public enum Merge {
             let (w, a, b, m) = (w.baseAddress!, a.baseAddress!, b.baseAddress!, m.baseAddress!)
             switch method {
             case .lors, .sqft:
-              // 64 rows at a time: s·B·A into the block, then the masked add (W read once).
-              for r0 in stride(from: 0, to: out, by: 64) {
-                let rows = min(64, out - r0)
-                Gemm.sgemm(m + r0 * inp, b + r0 * rank, a, m: rows, n: inp, k: rank, alpha: scale)
-                VectorMath.addUnderMask(m + r0 * inp, weight: w + r0 * inp, count: rows * inp)
-              }
+              // PEFT's lora_B (out, r) is LoRS' A, its lora_A (r, in) LoRS' B; sqft's values are the same.
+              LoRSLinear.merge(into: m, weight: w, a: b, b: a, out: out, in: inp, rank: rank, scale: scale)
             case .lora:
               m.update(from: w, count: out * inp)
               Gemm.sgemm(m, b, a, m: out, n: inp, k: rank, alpha: scale, beta: 1)
             case .spp:
-              let rowsPerBlock = out / SPPLinear.rowBlocks
-              for i in 0..<out {
-                let sb = scale * b[i], blockRow = a + (i / rowsPerBlock) * inp
-                for j in 0..<inp { m[i * inp + j] = w[i * inp + j] * (1 + sb * blockRow[j]) }
-              }
+              SPPLinear.merge(into: m, weight: w, a: a, b: b, out: out, in: inp, scale: scale)
             }
           }
         }

@@ -156,20 +156,19 @@ public final class AdapterSet {
     return (Int(parts[2])!, LlamaTensors.projections.firstIndex(of: parts[3...].joined(separator: "."))!)
   }
 
-  /// The merged weight of one adapted projection: what `espalier merge` writes. For the masked methods
-  /// it has exactly the base's zeros; for lora, W + s·B·A (dense).
+  /// The merged weight of one adapted projection, computed as `espalier merge` computes it. For the masked
+  /// methods it has exactly the base's zeros; for lora, W + s·B·A (dense).
   public func mergedWeight(_ prefix: String, model: LlamaModel) -> [Float] {
-    let (l, p) = Self.position(of: prefix)
-    let layer = model.linears[l][p]
-    var out = [Float](repeating: 0, count: layer.outFeatures * layer.inFeatures)
-    switch layer {
-    case let lors as LoRSLinear: lors.mergedWeight(into: &out)
-    case let spp as SPPLinear: spp.mergedWeight(into: &out)
-    case let lora as LoRALinear: lora.factors.mergedWeight(into: &out, masked: false)
-    case let sqft as SQFTLinear: sqft.factors.mergedWeight(into: &out, masked: true)
-    default: out.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: model.weight(prefix + ".weight"), count: $0.count) }
+    let shape = model.params.layout.entry(prefix + ".weight")!.shape
+    let weight = Array(UnsafeBufferPointer(start: model.weight(prefix + ".weight"), count: shape[0] * shape[1]))
+    func peft(_ suffix: String) -> [Float] {
+      let name = peftNames.first { $0.peft == "base_model.model." + prefix + suffix }!.name
+      let entry = params.layout.entry(name)!
+      return Array(UnsafeBufferPointer(start: params.base + entry.offset, count: entry.count))
     }
-    return out
+    return Merge.mergedWeight(
+      method: method, weight: weight, out: shape[0], inp: shape[1], a: peft(".lora_A.weight"), b: peft(".lora_B.weight"),
+      rank: rank, scale: scale)
   }
 
   /// (PEFT name, arena name) for every tensor: PEFT's adapter_model.safetensors calls the input-side factor

@@ -26,13 +26,6 @@ public struct LowRankFactors {
     (self.a, self.b, self.gradA, self.gradB) = (a, b, gradA, gradB)
   }
 
-  /// W + s·B·A (⊙ M when `masked`) into `out` (out, in).
-  func mergedWeight(into out: UnsafeMutablePointer<Float>, masked: Bool) {
-    let count = outFeatures * inFeatures
-    out.update(from: weight, count: count)
-    Gemm.sgemm(out, b, a, m: outFeatures, n: inFeatures, k: rank, alpha: scale, beta: 1)
-    if masked { for k in 0..<count where weight[k] == 0 { out[k] = 0 } }
-  }
 }
 
 public final class LoRALinear: LinearLayer {

@@ -33,7 +33,7 @@ public final class AdapterWorkspace {
   }
 }
 
-public final class LoRSLinear: LinearLayer {
+public final class LoRSLinear: RecomputedWeightLayer {
   public let inFeatures: Int
   public let outFeatures: Int
   public let rank: Int
@@ -69,23 +69,22 @@ public final class LoRSLinear: LinearLayer {
     self.workspace = workspace
   }
 
-  /// Wm = (W + s·A·B) ⊙ M into `out` (out, in). Built 64 rows at a time, so the product s·A·B and the
-  /// masked add meet in cache: the weight is read once and the merged weight written once.
+  /// Wm = (W + s·A·B) ⊙ M into `out` (out, in).
   public func mergedWeight(into out: UnsafeMutablePointer<Float>) {
-    let (o, i, r) = (outFeatures, inFeatures, rank)
-    let rows = 64
-    for r0 in stride(from: 0, to: o, by: rows) {
-      let m = min(rows, o - r0)
-      Gemm.sgemm(out + r0 * i, a + r0 * r, b, m: m, n: i, k: r, alpha: scale)
-      VectorMath.addUnderMask(out + r0 * i, weight: weight + r0 * i, count: m * i)
-    }
+    Self.merge(into: out, weight: weight, a: a, b: b, out: outFeatures, in: inFeatures, rank: rank, scale: scale)
   }
 
-  public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
-    let wm = workspace.pointer(outFeatures * inFeatures)
-    mergedWeight(into: wm)
-    Gemm.sgemm(out, inp, wm, m: N, n: outFeatures, k: inFeatures, transB: true)
-    if let bias { for n in 0..<N { accumulate(out + n * outFeatures, bias, count: outFeatures) } }
+  /// (W + s·A·B) ⊙ M for A (out, r), B (r, in), built 64 rows at a time so that the product s·A·B and
+  /// the masked add meet in cache: W is read once and the merged weight written once. Also merge's kernel.
+  public static func merge(
+    into dst: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+    out o: Int, in i: Int, rank r: Int, scale: Float
+  ) {
+    for r0 in stride(from: 0, to: o, by: 64) {
+      let m = min(64, o - r0)
+      Gemm.sgemm(dst + r0 * i, a + r0 * r, b, m: m, n: i, k: r, alpha: scale)
+      VectorMath.addUnderMask(dst + r0 * i, weight: weight + r0 * i, count: m * i)
+    }
   }
 
   public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {

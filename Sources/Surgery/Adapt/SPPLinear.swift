@@ -8,7 +8,7 @@
 // G = dYᵀ·X formed once in the shared workspace (as SPP's autograd does, one (out × in) buffer):
 //   dA_kj = s · Σ_{i ∈ block k} G_ij · W_ij · b_i,      db_i = s · Σ_j G_ij · W_ij · A_{k(i), j}
 
-public final class SPPLinear: LinearLayer {
+public final class SPPLinear: RecomputedWeightLayer {
   /// SPP's row blocks (hard-coded in SPP, independent of the rank).
   public static let rowBlocks = 16
   public let inFeatures: Int
@@ -37,19 +37,20 @@ public final class SPPLinear: LinearLayer {
 
   /// W' = W ⊙ (1 + s·expand(A)·b) into `out` (out, in).
   public func mergedWeight(into out: UnsafeMutablePointer<Float>) {
-    let (n, s) = (inFeatures, scale)
-    for i in 0..<outFeatures {
-      let row = weight + i * n, dst = out + i * n, blockRow = a + (i / rowsPerBlock) * n
-      let sb = s * b[i]
-      for j in 0..<n { dst[j] = row[j] * (1 + sb * blockRow[j]) }
-    }
+    Self.merge(into: out, weight: weight, a: a, b: b, out: outFeatures, in: inFeatures, scale: scale)
   }
 
-  public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
-    let merged = workspace.pointer(outFeatures * inFeatures)
-    mergedWeight(into: merged)
-    Gemm.sgemm(out, inp, merged, m: N, n: outFeatures, k: inFeatures, transB: true)
-    if let bias { for n in 0..<N { accumulate(out + n * outFeatures, bias, count: outFeatures) } }
+  /// W ⊙ (1 + s·expand(A)·b) for A (16, in), b (out); also merge's kernel.
+  public static func merge(
+    into dst: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+    out: Int, in n: Int, scale s: Float
+  ) {
+    let rowsPerBlock = out / rowBlocks
+    for i in 0..<out {
+      let row = weight + i * n, d = dst + i * n, blockRow = a + (i / rowsPerBlock) * n
+      let sb = s * b[i]
+      for j in 0..<n { d[j] = row[j] * (1 + sb * blockRow[j]) }
+    }
   }
 
   public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {

@@ -45,3 +45,22 @@ public final class DenseLinear: LinearLayer {
     if let biasGrad { for n in 0..<N { accumulate(biasGrad, dout + n * outFeatures, count: outFeatures) } }
   }
 }
+
+/// A layer whose effective weight W' is recomputed from frozen W and its adapter on every call, into a
+/// workspace shared by all layers (LoRS, SPP): nothing but the input is kept between forward and backward.
+protocol RecomputedWeightLayer: LinearLayer {
+  var bias: UnsafePointer<Float>? { get }
+  var workspace: AdapterWorkspace { get }
+  /// W' (out, in) into `out`.
+  func mergedWeight(into out: UnsafeMutablePointer<Float>)
+}
+
+extension RecomputedWeightLayer {
+  /// y (N, out) = x (N, in) · W'ᵀ (+ bias).
+  public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
+    let merged = workspace.pointer(outFeatures * inFeatures)
+    mergedWeight(into: merged)
+    Gemm.sgemm(out, inp, merged, m: N, n: outFeatures, k: inFeatures, transB: true)
+    if let bias { for n in 0..<N { accumulate(out + n * outFeatures, bias, count: outFeatures) } }
+  }
+}

@@ -114,20 +114,18 @@ struct TrainingStore {
     else { throw FormatError.io(file: statePath, reason: "missing step, epoch, index or adam_step") }
     let file = try SafetensorsFile(path: path + "/adapter_state.safetensors")
     let count = layout.totalCount
-    var params = [Float](repeating: 0, count: count), m = params, v = params
-    for entry in layout.entries {
-      for (prefix, index) in [("", 0), ("adamw.m.", 1), ("adamw.v.", 2)] {
+    // The adapters, then AdamW's two moments, each laid out like the arena.
+    var arrays = [[Float]](repeating: [Float](repeating: 0, count: count), count: 3)
+    for (k, prefix) in ["", "adamw.m.", "adamw.v."].enumerated() {
+      for entry in layout.entries {
         let values = try file.tensor(prefix + entry.name).float32()
         guard values.count == entry.count else {
           throw FormatError.io(file: path, reason: "tensor `\(prefix + entry.name)` has \(values.count) values, expected \(entry.count)")
         }
-        switch index {
-        case 0: params.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
-        case 1: m.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
-        default: v.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
-        }
+        arrays[k].replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
       }
     }
+    let (params, m, v) = (arrays[0], arrays[1], arrays[2])
     return TrainingState(step: step, cursor: DataCursor(epoch: epoch, index: index), params: params, adamStep: adamStep, m: m, v: v)
   }
 
