@@ -15,6 +15,7 @@ let package = Package(
     .executable(name: "espalier-prune", targets: ["espalier-prune"]),
     .executable(name: "espalier-finetune", targets: ["espalier-finetune"]),
     .executable(name: "espalier-merge", targets: ["espalier-merge"]),
+    .executable(name: "espalier-verify", targets: ["espalier-verify"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -73,6 +74,12 @@ let package = Package(
         "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-merge"),
+    .executableTarget(
+      name: "espalier-verify",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-verify"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -83,7 +90,7 @@ let package = Package(
     .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "Formats"]),
     .testTarget(
       name: "ToolsTests",
-      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune", "espalier-finetune", "espalier-merge",
+      dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune", "espalier-finetune", "espalier-merge", "espalier-verify",
       ]),
   ],
   swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
-// Any checkpoint, opened by its content: safetensors (file or directory), GGUF or HDF5. Each reader
+// Any checkpoint, opened by its content: safetensors (file or directory; compressed sparse ones are
+// presented dense), GGUF or HDF5. Each reader
 // presents tensors under HF names in torch order, so everything downstream sees one shape of data.
 
 /// A checkpoint being read: its tensors, and the side files that belong with them.
@@ -86,7 +87,7 @@ public enum Checkpoint {
     if FileSystem.isDirectory(path) {
       let names = try FileSystem.list(path)
       if names.contains(where: { $0.hasSuffix(".safetensors") || $0 == ShardIndex.fileName }) {
-        return try SafetensorsCheckpoint(path: path)
+        return try SparseCheckpoint.wrapping(SafetensorsCheckpoint(path: path))
       }
       let dir = path.hasSuffix("/") ? path : path + "/"
       for suffixes in [[".gguf"], [".h5", ".hdf5"]] {
@@ -105,7 +106,7 @@ public enum Checkpoint {
       for (suffix, format) in [(".gguf", "GGUF"), (".h5", "HDF5"), (".hdf5", "HDF5")] where path.hasSuffix(suffix) {
         throw .notACheckpoint(path: path, reason: "named like \(format) but does not start with the \(format) signature")
       }
-      return try SafetensorsCheckpoint(path: path)
+      return try SparseCheckpoint.wrapping(SafetensorsCheckpoint(path: path))
     }
   }
 }

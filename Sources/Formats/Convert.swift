@@ -14,6 +14,8 @@ public struct ConvertOptions: Sendable {
   public var maxShardSize: Int?
   /// Replace an existing output.
   public var overwrite: Bool
+  /// Write a compressed sparse checkpoint directory (SparseCheckpointWriter) instead of dense output.
+  public var compression: CompressionOptions?
 
   public init(dtype: DType? = nil, maxShardSize: Int? = 5_000_000_000, overwrite: Bool = false) {
     self.dtype = dtype
@@ -70,9 +72,15 @@ public enum Converter {
       }
       return s
     }
-    let sideFiles = try reader.sideFiles()
+    var sideFiles = try reader.sideFiles()
+    if let dtype = options.dtype { sideFiles = try settingTorchDtype(sideFiles, dtype) }
     var files: [String]
-    if isDirectory {
+    if let compression = options.compression {
+      guard isDirectory else {
+        throw .io(file: output, reason: "a compressed checkpoint is a directory; name one without .safetensors/.h5")
+      }
+      files = try SparseCheckpointWriter.write(sources, sideFiles: sideFiles, to: output, maxShardSize: options.maxShardSize, options: compression)
+    } else if isDirectory {
       files = try writeDirectory(sources, sideFiles: sideFiles, to: output, options: options)
     } else {
       let temporary = output + ".partial-\(getpid())"
@@ -96,10 +104,29 @@ public enum Converter {
       notes.append("single-file output: \(sideFiles.map(\.name).joined(separator: ", ")) not written (give a directory to keep them)")
     }
     let bytesIn = reader.infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
-    let bytesOut = sources.reduce(0) { $0 + ($1.info.byteCount ?? 0) }
+    var bytesOut = sources.reduce(0) { $0 + ($1.info.byteCount ?? 0) }
+    if options.compression != nil {  // what the tensor files take on disk, headers included
+      bytesOut = files.filter { $0.hasSuffix(".safetensors") }.reduce(0) { $0 + FileSystem.size(output + "/" + $1) }
+    }
     return ConvertReport(
       input: input, inputKind: kindName(reader), output: output, outputFormat: format, tensors: total,
       bytesIn: bytesIn, bytesOut: bytesOut, files: files, notes: notes)
+  }
+
+  /// config.json's torch_dtype follows a --dtype change (transformers reads it as the load dtype, and
+  /// verify checks the tensors against it).
+  static func settingTorchDtype(_ sides: [SideFile], _ dtype: DType) throws(FormatError) -> [SideFile] {
+    let names: [DType: String] = [.f32: "float32", .f16: "float16", .bf16: "bfloat16"]
+    guard let name = names[dtype], let i = sides.firstIndex(where: { $0.name == "config.json" }) else { return sides }
+    var root: JSONObject
+    do { root = try JSONParser.parse(Array(try sides[i].text().utf8)).objectValue ?? JSONObject() } catch {
+      throw .io(file: "config.json", reason: "\(error)")
+    }
+    guard root["torch_dtype"] != nil || root["dtype"] != nil else { return sides }
+    for key in ["torch_dtype", "dtype"] where root[key] != nil { root[key] = .string(name) }
+    var result = sides
+    result[i].content = .text(JSONWriter.pretty(.object(root)) + "\n")
+    return result
   }
 
   static func targetType(_ dtype: DType, _ requested: DType?) -> DType {
@@ -111,6 +138,7 @@ public enum Converter {
     switch reader {
     case is GGUFCheckpoint: return "gguf"
     case is HDF5Checkpoint: return "hdf5"
+    case let sparse as SparseCheckpoint: return sparse.format == .espalier ? "espalier-sparse" : sparse.format.rawValue
     default: return "safetensors"
     }
   }

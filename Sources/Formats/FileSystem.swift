@@ -5,12 +5,18 @@
 #endif
 
 /// The few file-system questions the checkpoint readers ask, without Foundation.
-enum FileSystem {
+public enum FileSystem {
   static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
   static func isDirectory(_ path: String) -> Bool {
     var info = stat()
     return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+  }
+
+  /// Size in bytes (0 when the file cannot be stat'ed).
+  public static func size(_ path: String) -> Int {
+    var info = stat()
+    return stat(path, &info) == 0 ? Int(info.st_size) : 0
   }
 
   static func list(_ directory: String) throws(FormatError) -> [String] {

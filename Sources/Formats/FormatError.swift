@@ -34,6 +34,9 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
   case unsupportedArchitecture(file: String, architecture: String)
   case missingMetadata(file: String, key: String)
 
+  // compressed sparse checkpoints: a stored tensor that does not decode (corrupt frame, checksum, mask)
+  case compressed(file: String, tensor: String, reason: String)
+
   // conversions and I/O
   case unsupportedConversion(from: DType, to: DType)
   case io(file: String, reason: String)
@@ -71,6 +74,7 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
     case .unsupportedArchitecture(let f, let a):
       return "\(f): architecture `\(a)` is not supported (Llama-family GGUF files use `llama`)"
     case .missingMetadata(let f, let k): return "\(f): metadata key `\(k)` is missing"
+    case .compressed(let f, let t, let r): return "\(f): tensor `\(t)`: \(r)"
     case .unsupportedConversion(let a, let b): return "conversion from \(a) to \(b) is not supported"
     case .io(let f, let r): return "\(f): \(r)"
     case .many(let errors): return errors.map(\.description).joined(separator: "\n")

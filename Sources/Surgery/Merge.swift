@@ -130,18 +130,31 @@ public struct AdapterDescription: Sendable {
   }
 }
 
+/// An adapter checked against its base: what it is, its weights, and the factors of every weight it
+/// touches (by module prefix).
+public struct MergePlan {
+  public var adapter: AdapterDescription
+  public var weights: SafetensorsFile
+  public var factors: [String: (a: TensorInfo, b: TensorInfo)]
+
+  /// The merged f32 weight of `info` (a base weight this adapter touches), from the base's values.
+  public func merged(_ info: TensorInfo, base w: [Float]) throws(FormatError) -> [Float]? {
+    guard info.name.hasSuffix(".weight"), let (a, b) = factors[String(info.name.dropLast(7))] else { return nil }
+    return Merge.mergedWeight(
+      method: adapter.method, weight: w, out: info.shape[0], inp: info.shape[1], a: try weights.tensor(a.name).float32(),
+      b: try weights.tensor(b.name).float32(), rank: a.shape[0], scale: adapter.scale)
+  }
+}
+
 extension Merge {
-  /// Merges the adapter in `adapterDirectory` into `base`, streaming tensor by tensor into `output`
-  /// (written complete or not at all). Refuses, listing every problem, an adapter whose method, shapes or
-  /// recorded base fingerprint do not fit.
-  public static func run(
-    base: any CheckpointReader, adapterDirectory: String, output: String, options: MergeOptions
-  ) throws(SurgeryError) -> MergeReport {
+  /// Reads the adapter in `adapterDirectory` and checks it against `base`: method, shapes and the recorded
+  /// base fingerprint. Every mismatch is listed in one `.checkpoint(path: adapterDirectory, ...)` error.
+  public static func plan(base: any CheckpointReader, adapterDirectory: String, allowDensify: Bool) throws(SurgeryError) -> MergePlan {
     let weights: SafetensorsFile
     do { weights = try PEFTAdapter.openWeights(adapterDirectory) } catch { throw .format(error) }
     let adapter = try AdapterDescription(directory: adapterDirectory, weights: weights)
     var problems: [String] = []
-    if adapter.method == .lora && !options.allowDensify {
+    if adapter.method == .lora && !allowDensify {
       problems.append("a plain LoRA adapter merges densely and fills the base's zeros; pass --allow-densify to do it anyway")
     }
     let infos = Dictionary(base.infos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -178,20 +191,29 @@ extension Merge {
       }
     }
     guard problems.isEmpty else { throw .checkpoint(path: adapterDirectory, problems: problems) }
+    return MergePlan(adapter: adapter, weights: weights, factors: factors)
+  }
+
+  /// Merges the adapter in `adapterDirectory` into `base`, streaming tensor by tensor into `output`
+  /// (written complete or not at all). Refuses, listing every problem, an adapter whose method, shapes or
+  /// recorded base fingerprint do not fit.
+  public static func run(
+    base: any CheckpointReader, adapterDirectory: String, output: String, options: MergeOptions
+  ) throws(SurgeryError) -> MergeReport {
+    let plan = try plan(base: base, adapterDirectory: adapterDirectory, allowDensify: options.allowDensify)
+    let (adapter, factors) = (plan.adapter, plan.factors)
 
     final class Tally: @unchecked Sendable { var raised: [(name: String, count: Int)] = [] }
     let tally = Tally()
     let (method, scale, strict) = (adapter.method, adapter.scale, options.strict)
     let sources = base.infos.map { info -> TensorSource in
       let prefix = info.name.hasSuffix(".weight") ? String(info.name.dropLast(7)) : ""
-      guard let (aInfo, bInfo) = factors[prefix] else {
+      guard factors[prefix] != nil else {
         return TensorSource(info: info, load: { try base.tensor(info.name) }, release: { base.release(info.name) })
       }
       return TensorSource(info: info, load: {
         let w = try base.tensor(info.name).float32()
-        let a = try weights.tensor(aInfo.name).float32(), b = try weights.tensor(bInfo.name).float32()
-        let merged = Merge.mergedWeight(
-          method: method, weight: w, out: info.shape[0], inp: info.shape[1], a: a, b: b, rank: aInfo.shape[0], scale: scale)
+        let merged = try plan.merged(info, base: w)!
         let (tensor, raised) = try Merge.cast(merged, weight: w, name: info.name, shape: info.shape, dtype: info.dtype)
         if raised > 0 {
           if strict {

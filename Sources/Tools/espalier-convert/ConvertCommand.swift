@@ -16,7 +16,11 @@ struct ConvertCommand: ParsableCommand {
       plus config.json, generation_config.json and tokenizer files, copied or made from GGUF metadata). \
       GGUF tensors get HF names and torch order, quantised ones are dequantised to f32, and the Q/K row \
       permutation of llama.cpp's converter is undone. Tensors stream one at a time; the output appears \
-      only when complete. Exit status: 0 converted, 2 unreadable input or failed write, 64 usage error.
+      only when complete. With --compress OUT is a compressed sparse checkpoint directory: --format espalier \
+      (ours: stored values zstd-compressed, masks as bitmasks or 2:4 group codes, checksums per frame and per \
+      tensor; the smallest), sparse-bitmask or sparse-24-bitmask (compressed-tensors' layouts, readable by \
+      compressed-tensors 0.14.0.1; legacy upstream). Without --compress the output is dense, so converting a \
+      compressed checkpoint decompresses it, bit for bit. Exit status: 0 converted, 2 unreadable input or failed write, 64 usage error.
       """)
 
   @Argument(help: "The checkpoint to read.", completion: .file())
@@ -31,6 +35,15 @@ struct ConvertCommand: ParsableCommand {
   @Option(help: "Largest shard of a directory output, in decimal (5GB = 5e9 bytes) or binary (GiB) units.")
   var maxShardSize: String = "5GB"
 
+  @Flag(help: "Write a compressed sparse checkpoint directory (see --format).")
+  var compress = false
+
+  @Option(help: "Layout of --compress output: espalier, sparse-bitmask or sparse-24-bitmask.")
+  var format: String = "espalier"
+
+  @Option(help: "zstd level of the espalier layout (1-19; higher is smaller and slower to write, not to read).")
+  var level: Int = 3
+
   @Flag(help: "Replace OUT if it exists.")
   var overwrite = false
 
@@ -41,14 +54,19 @@ struct ConvertCommand: ParsableCommand {
     if dtype != "keep", DType(userName: dtype).map({ [.f32, .f16, .bf16].contains($0) }) != true {
       throw ValidationError("--dtype must be f32, f16, bf16 or keep, not `\(dtype)`")
     }
+    guard SparseFormat(rawValue: format) != nil else {
+      throw ValidationError("--format must be espalier, sparse-bitmask or sparse-24-bitmask, not `\(format)`")
+    }
+    guard ZstdFrames.levels.contains(level) else { throw ValidationError("--level must be in \(ZstdFrames.levels), not \(level)") }
     do { _ = try ByteSize.parse(maxShardSize) } catch { throw ValidationError("--max-shard-size: \(error)") }
   }
 
   func run() throws {
     try runReportingErrors {
-      let options = ConvertOptions(
+      var options = ConvertOptions(
         dtype: dtype == "keep" ? nil : DType(userName: dtype), maxShardSize: try ByteSize.parse(maxShardSize),
         overwrite: overwrite)
+      if compress { options.compression = CompressionOptions(format: SparseFormat(rawValue: format)!, level: level) }
       var progress: Progress?
       let clock = Stopwatch()
       let report = try Converter.convert(input: input, output: output, options: options) { done, total in

@@ -8,12 +8,13 @@
 #endif
 
 let verbs = [
-  ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, with a dtype"),
+  ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, or compress sparse ones"),
   ("eval", "perplexity on a text, or multiple-choice accuracy, of a checkpoint"),
   ("finetune", "LoRS (or LoRA, SQFT, SPP) adapters trained on a sparse model without leaving its mask"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
   ("merge", "merge an adapter into its base under the mask, refusing a mismatched base"),
   ("prune", "magnitude, Wanda or SparseGPT pruning, unstructured or N:M, calibrated layer by layer"),
+  ("verify", "CI gate: integrity, sparsity and N:M, the base's zero set kept, an adapter merged exactly"),
 ]
 
 /// Writes text to a file descriptor (1 stdout, 2 stderr) without the C stdio globals.

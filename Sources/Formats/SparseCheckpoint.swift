@@ -1,0 +1,253 @@
+// Reading compressed sparse checkpoints (layouts in SparseCheckpointWriter.swift): the espalier format,
+// recognised by its safetensors __metadata__, and compressed-tensors' sparse-bitmask / sparse-24-bitmask,
+// recognised by config.json's quantization_config.sparsity_config. Tensors are presented dense, as the
+// uncompressed checkpoint had them, and decoded on each read with every check the format allows (zstd
+// frame checksums, mask bit counts, the per-tensor XXH64), so a flipped bit is an error, never a value.
+
+public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
+  public let storage: SafetensorsCheckpoint
+  public let format: SparseFormat
+  public let infos: [TensorInfo]
+  private let layouts: [String: Layout]
+
+  enum Layout {
+    case raw(stored: String, checksum: String?)
+    case espalier(descriptor: JSONObject)
+    case compressedTensors(module: String)
+  }
+
+  public var path: String { storage.path }
+  public var files: [String] { storage.files }
+  public func file(of name: String) -> String {
+    switch layouts[name] {
+    case .raw(let stored, _): return storage.file(of: stored)
+    case .espalier: return storage.file(of: EspalierSparse.part(name, "values"))
+    case .compressedTensors(let module): return storage.file(of: module + ".compressed")
+    case nil: return path
+    }
+  }
+
+  /// The checkpoint itself, or the compressed one it holds presented dense.
+  public static func wrapping(_ storage: SafetensorsCheckpoint) throws(FormatError) -> any CheckpointReader {
+    if storage.shards.contains(where: { $0.metadata?["format"] == EspalierSparse.format }) {
+      return try SparseCheckpoint(espalier: storage)
+    }
+    if let format = try compressedTensorsFormat(storage), format != .espalier {
+      return try SparseCheckpoint(compressedTensors: storage, format: format)
+    }
+    return storage
+  }
+
+  /// The sparse layout config.json names, if any (nil: no config, no sparsity_config, or "dense").
+  static func compressedTensorsFormat(_ storage: SafetensorsCheckpoint) throws(FormatError) -> SparseFormat? {
+    guard FileSystem.isDirectory(storage.path) else { return nil }
+    let path = (storage.path.hasSuffix("/") ? storage.path : storage.path + "/") + "config.json"
+    guard FileSystem.exists(path) else { return nil }
+    let mapped = try MappedFile(path: path)
+    let root: JSONValue
+    do { root = try mapped.withBytes { (b) throws(JSONParseError) in try JSONParser.parse(b) } } catch {
+      throw .io(file: path, reason: "invalid JSON: \(error)")
+    }
+    guard let sparsity = root.objectValue?["quantization_config"]?.objectValue?["sparsity_config"]?.objectValue,
+      let name = sparsity["format"]?.stringValue
+    else { return nil }
+    switch name.lowercased().replacingUnderscores() {
+    case "dense": return nil
+    case SparseFormat.sparseBitmask.rawValue: return .sparseBitmask
+    case SparseFormat.sparse24Bitmask.rawValue: return .sparse24Bitmask
+    default: throw .io(file: path, reason: "sparsity_config format `\(name)` is not supported (sparse-bitmask, sparse-24-bitmask or dense)")
+    }
+  }
+
+  init(espalier storage: SafetensorsCheckpoint) throws(FormatError) {
+    self.storage = storage
+    format = .espalier
+    var infos: [TensorInfo] = [], layouts: [String: Layout] = [:], problems: [FormatError] = []
+    for shard in storage.shards {
+      let meta = shard.metadata ?? [:]
+      guard meta["format"] == EspalierSparse.format else {
+        problems.append(.io(file: shard.path, reason: "a shard of an espalier-sparse checkpoint without its __metadata__ format"))
+        continue
+      }
+      guard meta["version"] == EspalierSparse.version else {
+        problems.append(.io(file: shard.path, reason: "espalier-sparse version \(meta["version"] ?? "(none)") is not readable here (this build reads version \(EspalierSparse.version); a newer espalier wrote it?)"))
+        continue
+      }
+      let descriptors: JSONObject
+      do { descriptors = try JSONParser.parse(Array((meta["tensors"] ?? "").utf8)).objectValue ?? JSONObject() } catch {
+        problems.append(.io(file: shard.path, reason: "__metadata__ `tensors` is not valid JSON: \(error)"))
+        continue
+      }
+      for name in descriptors.keys {
+        guard let d = descriptors[name]!.objectValue, let info = Self.info(name, d) else {
+          problems.append(.compressed(file: shard.path, tensor: name, reason: "its descriptor lacks a valid dtype or shape"))
+          continue
+        }
+        infos.append(info)
+        layouts[name] = d["encoding"]?.stringValue == "raw" ? .raw(stored: name, checksum: d["xxh64"]?.stringValue) : .espalier(descriptor: d)
+      }
+    }
+    if !problems.isEmpty { throw FormatError.many(problems).flattened }
+    self.infos = infos
+    self.layouts = layouts
+  }
+
+  init(compressedTensors storage: SafetensorsCheckpoint, format: SparseFormat) throws(FormatError) {
+    self.storage = storage
+    self.format = format
+    var infos: [TensorInfo] = [], layouts: [String: Layout] = [:], problems: [FormatError] = []
+    let parts = [".shape", ".compressed", ".bitmask", ".row_offsets"]
+    for entry in storage.entries {
+      let name = entry.info.name
+      if let part = parts.first(where: { name.hasSuffix($0) }) {
+        guard part == ".compressed" else { continue }
+        let module = String(name.dropLast(part.count))
+        do throws(FormatError) {
+          let shape = try Self.int64s(storage.tensor(module + ".shape"))
+          _ = try storage.tensor(module + ".bitmask")
+          if format == .sparseBitmask { _ = try storage.tensor(module + ".row_offsets") }
+          guard shape.count == 2 else { throw FormatError.compressed(file: storage.file(of: name), tensor: module + ".shape", reason: "holds \(shape.count) values, 2 expected") }
+          infos.append(TensorInfo(name: module + ".weight", dtype: entry.info.dtype, shape: shape))
+          layouts[module + ".weight"] = .compressedTensors(module: module)
+        } catch { problems.append(error) }
+      } else {
+        infos.append(entry.info)
+        layouts[name] = .raw(stored: name, checksum: nil)
+      }
+    }
+    if !problems.isEmpty { throw FormatError.many(problems).flattened }
+    self.infos = infos
+    self.layouts = layouts
+  }
+
+  static func info(_ name: String, _ d: JSONObject) -> TensorInfo? {
+    guard let dtype = d["dtype"]?.stringValue.flatMap(DType.init(safetensorsName:)),
+      let dims = d["shape"]?.arrayValue?.compactMap(\.intValue), dims.count == d["shape"]?.arrayValue?.count
+    else { return nil }
+    let info = TensorInfo(name: name, dtype: dtype, shape: dims)
+    return info.byteCount == nil ? nil : info
+  }
+
+  static func int64s(_ t: Tensor) throws(FormatError) -> [Int] {
+    guard t.dtype == .i64 else { throw .compressed(file: "", tensor: t.name, reason: "dtype \(t.dtype), I64 expected") }
+    return t.withUnsafeBytes { b in (0..<t.elementCount).map { Int(Int64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
+  }
+
+  public func release(_ name: String) {
+    switch layouts[name] {
+    case .raw(let stored, _): storage.release(stored)
+    case .espalier: for kind in ["values", "mask"] { storage.release(EspalierSparse.part(name, kind)) }
+    case .compressedTensors(let module): for p in [".shape", ".compressed", ".bitmask", ".row_offsets"] { storage.release(module + p) }
+    case nil: break
+    }
+  }
+
+  /// Side files; for compressed-tensors the config without its sparsity_config, since what readers
+  /// of this checkpoint get (and a conversion writes) is dense.
+  public func sideFiles() throws(FormatError) -> [SideFile] {
+    var sides = storage.sideFiles()
+    guard format != .espalier, let i = sides.firstIndex(where: { $0.name == "config.json" }) else { return sides }
+    var root: JSONObject
+    do { root = try JSONParser.parse(Array(try sides[i].text().utf8)).objectValue ?? JSONObject() } catch {
+      throw .io(file: path, reason: "config.json: \(error)")
+    }
+    if var q = root["quantization_config"]?.objectValue {
+      q["sparsity_config"] = nil
+      root["quantization_config"] = q.keys.contains("config_groups") ? .object(q) : nil
+    }
+    sides[i].content = .text(JSONWriter.pretty(.object(root)) + "\n")
+    return sides
+  }
+
+  public func tensor(_ name: String) throws(FormatError) -> Tensor {
+    guard let layout = layouts[name], let info = infos.first(where: { $0.name == name }) else {
+      throw .tensorNotFound(file: path, tensor: name)
+    }
+    let file = self.file(of: name)
+    func fail(_ reason: String) -> FormatError { .compressed(file: file, tensor: name, reason: reason) }
+    switch layout {
+    case .raw(let stored, let checksum):
+      let tensor = try storage.tensor(stored)
+      if let checksum, tensor.withUnsafeBytes({ XXHash64.hex(XXHash64.hash($0)) }) != checksum {
+        throw fail("checksum mismatch (stored XXH64 \(checksum)): the file is corrupt")
+      }
+      return tensor
+    case .espalier(let d): return try decodeEspalier(info, d, fail)
+    case .compressedTensors(let module): return try decodeCompressedTensors(info, module, fail)
+    }
+  }
+
+  private func decodeEspalier(_ info: TensorInfo, _ d: JSONObject, _ fail: (String) -> FormatError) throws(FormatError) -> Tensor {
+    let size = info.dtype.bits / 8
+    let (rows, cols) = SparseMasks.rowsAndCols(info.shape)
+    let output = OwnedBytes(count: info.byteCount!)
+    let encoding = d["encoding"]?.stringValue ?? ""
+    func frames(_ key: String) throws(FormatError) -> [Int] {
+      guard let list = d[key]?.arrayValue?.compactMap(\.intValue), list.count == d[key]?.arrayValue?.count else { throw fail("descriptor lacks `\(key)`") }
+      return list
+    }
+    func inflate(_ kind: String, _ key: String, elementSize: Int, chunk: Int, count: Int) throws(FormatError) -> OwnedBytes {
+      let part = try storage.tensor(EspalierSparse.part(info.name, kind))
+      let plain = OwnedBytes(count: count)
+      let list = try frames(key)
+      if let problem = part.withUnsafeBytes({ ZstdFrames.decompress($0, frames: list, elementSize: elementSize, chunkElements: chunk, into: plain.mutableBytes) }) {
+        throw fail("\(kind): \(problem)")
+      }
+      return plain
+    }
+    switch encoding {
+    case "dense":
+      let plain = try inflate("values", "value_frames", elementSize: size, chunk: EspalierSparse.valueChunk, count: output.count)
+      output.mutableBytes.copyMemory(from: plain.bytes)
+    case "bitmask", "group":
+      guard let stored = d["stored"]?.intValue, stored <= rows * cols else { throw fail("descriptor lacks a valid `stored` count") }
+      var code: GroupCode?
+      var maskBytes = rows * SparseMasks.rowBytes(cols: cols)
+      if encoding == "group" {
+        guard let k = d["keep"]?.intValue, let m = d["group"]?.intValue, let c = GroupCode(keep: k, group: m), cols % m == 0,
+          stored == rows * cols / m * k
+        else { throw fail("descriptor has no valid group code for \(info.shape)") }
+        code = c
+        maskBytes = c.codeBytes(groups: rows * cols / m)
+      }
+      let mask = try inflate("mask", "mask_frames", elementSize: 1, chunk: EspalierSparse.maskChunk, count: maskBytes)
+      let values = try inflate("values", "value_frames", elementSize: size, chunk: EspalierSparse.valueChunk, count: stored * size)
+      if let code {
+        if let problem = SparseMasks.checkGroups(mask.bytes, groups: rows * cols / code.group, code: code) { throw fail(problem) }
+        SparseMasks.decodeGroups(mask.bytes, values.bytes, groups: rows * cols / code.group, elementSize: size, code: code, into: output.mutableBytes)
+      } else {
+        if let problem = SparseMasks.checkBitmask(mask.bytes, rows: rows, cols: cols, storedCount: stored) { throw fail(problem) }
+        SparseMasks.decodeBitmask(mask.bytes, values.bytes, rows: rows, cols: cols, elementSize: size, into: output.mutableBytes)
+      }
+    default: throw fail("unknown encoding `\(encoding)`")
+    }
+    let checksum = XXHash64.hex(XXHash64.hash(output.bytes))
+    guard checksum == d["xxh64"]?.stringValue else {
+      throw fail("checksum mismatch: the decoded tensor hashes to \(checksum), the file records \(d["xxh64"]?.stringValue ?? "none")")
+    }
+    return try Tensor(info: info, bytes: output.bytes, owner: output)
+  }
+
+  private func decodeCompressedTensors(_ info: TensorInfo, _ module: String, _ fail: (String) -> FormatError) throws(FormatError) -> Tensor {
+    let (rows, cols) = (info.shape[0], info.shape[1])
+    let size = info.dtype.bits / 8
+    let values = try storage.tensor(module + ".compressed"), mask = try storage.tensor(module + ".bitmask")
+    guard mask.dtype == .u8, mask.shape == [rows, SparseMasks.rowBytes(cols: cols)] else {
+      throw fail("\(module).bitmask is \(mask.dtype) \(mask.shape), U8 [\(rows), \(SparseMasks.rowBytes(cols: cols))] expected")
+    }
+    let stored = values.elementCount
+    if format == .sparse24Bitmask, values.shape != [rows, cols / 2] || cols % 4 != 0 {
+      throw fail("\(module).compressed is \(values.shape), [\(rows), \(cols / 2)] expected for sparse-24-bitmask")
+    }
+    if let problem = mask.withUnsafeBytes({ SparseMasks.checkBitmask($0, rows: rows, cols: cols, storedCount: stored) }) { throw fail(problem) }
+    let output = OwnedBytes(count: info.byteCount!)
+    mask.withUnsafeBytes { m in
+      values.withUnsafeBytes { v in SparseMasks.decodeBitmask(m, v, rows: rows, cols: cols, elementSize: size, into: output.mutableBytes) }
+    }
+    return try Tensor(info: info, bytes: output.bytes, owner: output)
+  }
+}
+
+extension String {
+  func replacingUnderscores() -> String { String(map { $0 == "_" || $0 == " " ? "-" : $0 }) }
+}

@@ -1,0 +1,209 @@
+// `espalier verify`, the CI gate: integrity, sparsity and preservation of a checkpoint, tensor by tensor
+// and in parallel over tensors (one worker per core, each holding O(largest tensor)).
+//
+//   integrity     every tensor decodes (compressed checkpoints check their frame and tensor checksums),
+//                 names, shapes and dtypes agree with config.json, no NaN/Inf unless allowed;
+//   sparsity      per-tensor and global ratio over the projection weights (the *_proj matrices pruning
+//                 and adapters touch), a minimum global ratio, every group of an N:M pattern;
+//   preservation  against a base: each projection's zero set equals the base's exactly (no zero filled;
+//                 no new zero unless allowed), every other tensor byte-identical; with an adapter, the
+//                 adapted weights equal the base merged with it (Merge.mergedWeight in f32) within half an
+//                 ulp of the storage dtype, and everything else is byte-identical to the base.
+// Zeros are read on the stored bits (Sparsity: -0.0 is zero), values widened to f32 only for the adapter.
+
+import Dispatch
+import Formats
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+public struct VerifyOptions: Sendable {
+  public var minSparsity: Double?
+  public var pattern: NMPattern?
+  public var allowNonfinite = false
+  public var allowNewZeros = false
+  public init() {}
+}
+
+/// What verify found in one tensor; `failures` empty means it passed.
+public struct TensorVerdict: Sendable {
+  public var info: TensorInfo
+  public var file: String
+  /// A projection weight (the tensors pruning and adapters touch).
+  public var projection: Bool
+  public var sparsity: SparsityStats?
+  public var pattern: PatternStats?
+  public var nonfinite = 0
+  /// Against the base: zeros filled (base zero, model not) and new zeros (model zero, base not).
+  public var zerosFilled: Int?
+  public var newZeros: Int?
+  /// Against the base, for tensors that must not change.
+  public var identical: Bool?
+  /// With an adapter: elements off the merged value by more than half an ulp, and the largest error in ulps.
+  public var adapterMismatches: Int?
+  public var adapterMaxUlps: Double?
+  public var failures: [String] = []
+}
+
+public struct VerifyReport: Sendable {
+  public var model: String
+  public var base: String?
+  public var adapter: String?
+  public var method: AdapterMethod?
+  public var tensors: [TensorVerdict]
+  /// Checkpoint-level failures (missing tensors, config disagreements, sparsity below the minimum).
+  public var failures: [String]
+  /// Facts worth a line that fail nothing (unchecked config, extra tensors).
+  public var notes: [String]
+  public var options: VerifyOptions
+  /// Zeros over the projection weights.
+  public var globalSparsity: SparsityStats {
+    tensors.filter(\.projection).compactMap(\.sparsity).reduce(SparsityStats(elements: 0, zeros: 0)) {
+      SparsityStats(elements: $0.elements + $1.elements, zeros: $0.zeros + $1.zeros)
+    }
+  }
+  public var passed: Bool { failures.isEmpty && tensors.allSatisfy(\.failures.isEmpty) }
+}
+
+public enum Verifier {
+  public static func isProjection(_ info: TensorInfo) -> Bool {
+    info.shape.count == 2 && info.name.hasPrefix("model.layers.") && info.name.hasSuffix("_proj.weight")
+  }
+
+  /// Verifies `model` (and against `base`, with `adapterDirectory` when given). Throws only when an input
+  /// cannot be opened at all; everything found inside is in the report.
+  public static func verify(
+    model: any CheckpointReader, base: (any CheckpointReader)?, adapterDirectory: String?, options: VerifyOptions,
+    progress: ((_ done: Int, _ total: Int) -> Void)? = nil
+  ) throws(SurgeryError) -> VerifyReport {
+    var report = VerifyReport(
+      model: model.path, base: base?.path, adapter: adapterDirectory, tensors: [], failures: [], notes: [], options: options)
+    var plan: MergePlan?
+    if let adapterDirectory {
+      guard let base else { throw .training("--adapter needs --base: the adapter is checked against the base it merges into") }
+      plan = try Merge.plan(base: base, adapterDirectory: adapterDirectory, allowDensify: true)
+      report.method = plan?.adapter.method
+    }
+    checkConfig(model, &report)
+    let baseInfos = Dictionary((base?.infos ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    if let base {
+      let names = Set(model.infos.map(\.name))
+      for info in base.infos where !names.contains(info.name) { report.failures.append("`\(info.name)` is in the base but not in the model") }
+      for info in model.infos where baseInfos[info.name] == nil { report.failures.append("`\(info.name)` is in the model but not in the base") }
+    }
+    report.tensors = checkTensors(model, base, baseInfos, plan, options, progress)
+    let global = report.globalSparsity
+    if let minimum = options.minSparsity, global.ratio < minimum {
+      report.failures.append("global sparsity of the projection weights is \(percent(global.ratio)), below the minimum \(percent(minimum))")
+    }
+    if options.minSparsity != nil || options.pattern != nil, !report.tensors.contains(where: \.projection) {
+      report.failures.append("no projection weights (model.layers.*_proj.weight) to check sparsity on")
+    }
+    return report
+  }
+
+  static func percent(_ r: Double) -> String {
+    let scaled = (r * 10000).rounded() / 100
+    return "\(scaled)%"
+  }
+
+  /// Names and shapes against config.json's Llama layout, dtypes against its torch_dtype.
+  static func checkConfig(_ model: any CheckpointReader, _ report: inout VerifyReport) {
+    let config: LlamaConfig
+    var torchDtype: String?
+    if let gguf = model as? GGUFCheckpoint {
+      config = gguf.config
+    } else {
+      let directory = FileSystemPaths.directory(of: model.path)
+      let path = directory + "/config.json"
+      guard (try? MappedFile(path: path)) != nil else {
+        report.notes.append("no config.json beside the weights: names, shapes and dtypes not checked against one")
+        return
+      }
+      do {
+        let root = try MappedFile(path: path).withBytes { (b) throws(JSONParseError) in try JSONParser.parse(b) }
+        torchDtype = root.objectValue?["torch_dtype"]?.stringValue ?? root.objectValue?["dtype"]?.stringValue
+        config = try LlamaConfig(contentsOf: directory)
+      } catch let error as JSONParseError {
+        report.failures.append("\(path): not valid JSON: \(error)")
+        return
+      } catch {
+        report.notes.append("\(path) is not a Llama config (\(error)): names and shapes not checked against it")
+        return
+      }
+    }
+    let available = Dictionary(model.infos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    let expected = LlamaTensors.names(config)
+    for (name, shape) in expected {
+      guard let info = available[name] else {
+        report.failures.append("`\(name)` is missing (config.json implies it)")
+        continue
+      }
+      if info.shape != shape { report.failures.append("`\(name)` has shape \(info.shape), config.json implies \(shape)") }
+    }
+    let known = Set(expected.map(\.0))
+    let extra = model.infos.filter { !known.contains($0.name) }.map(\.name)
+    if !extra.isEmpty { report.notes.append("tensors config.json does not name: \(extra.prefix(5).joined(separator: ", "))\(extra.count > 5 ? ", ..." : "")") }
+    let dtypes: [String: DType] = ["float32": .f32, "float16": .f16, "bfloat16": .bf16, "float64": .f64]
+    if let torchDtype, let dtype = dtypes[torchDtype] {
+      let off = model.infos.filter { $0.dtype.isFloatingPoint && $0.dtype != dtype && known.contains($0.name) }
+      for found in Set(off.map(\.dtype)).sorted(by: { $0.rawValue < $1.rawValue }) {
+        let names = off.filter { $0.dtype == found }.map(\.name)
+        report.failures.append("\(names.count) tensors are \(found) but config.json's torch_dtype is \(torchDtype) (`\(names[0])`\(names.count > 1 ? ", ..." : ""))")
+      }
+    }
+  }
+
+  /// Checks every tensor, the largest first, spread over the cores.
+  static func checkTensors(
+    _ model: any CheckpointReader, _ base: (any CheckpointReader)?, _ baseInfos: [String: TensorInfo], _ plan: MergePlan?,
+    _ options: VerifyOptions, _ progress: ((Int, Int) -> Void)?
+  ) -> [TensorVerdict] {
+    let infos = model.infos
+    let order = infos.indices.sorted { (infos[$0].byteCount ?? 0) > (infos[$1].byteCount ?? 0) }
+    final class Results: @unchecked Sendable {
+      var verdicts: [TensorVerdict?]
+      var next = 0, done = 0
+      let lock = Lock()
+      init(_ n: Int) { verdicts = Array(repeating: nil, count: n) }
+    }
+    let results = Results(infos.count)
+    nonisolated(unsafe) let (model, base, plan, progress) = (model, base, plan, progress)
+    let workers = min(Parallel.workers, max(1, infos.count))
+    DispatchQueue.concurrentPerform(iterations: workers) { _ in
+      while true {
+        let k: Int? = results.lock.withLock {
+          guard results.next < order.count else { return nil }
+          defer { results.next += 1 }
+          return order[results.next]
+        }
+        guard let k else { return }
+        let info = infos[k]
+        // Not under Denormals.flushed: subnormal weights are values here, compared exactly.
+        let verdict = checkTensor(info, model, base, baseInfos[info.name], plan, options)
+        results.lock.withLock {  // progress is reported under the lock: callers need not be thread-safe
+          results.verdicts[k] = verdict
+          results.done += 1
+          progress?(results.done, infos.count)
+        }
+      }
+    }
+    return results.verdicts.map { $0! }
+  }
+}
+
+/// A mutex for the few shared counters of a parallel loop.
+final class Lock: @unchecked Sendable {
+  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  init() { pthread_mutex_init(mutex, nil) }
+  deinit {
+    pthread_mutex_destroy(mutex)
+    mutex.deallocate()
+  }
+  func withLock<R>(_ body: () -> R) -> R {
+    pthread_mutex_lock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    return body()
+  }
+}

@@ -1,0 +1,171 @@
+// The per-tensor checks of Verifier, on the stored bits: one pass counts zeros, non-finite values and
+// the zero-set differences against the base; untouched tensors compare byte for byte; adapted weights
+// compare with the merged f32 value within half an ulp of the storage dtype.
+
+import Formats
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+extension Verifier {
+  static func checkTensor(
+    _ info: TensorInfo, _ model: any CheckpointReader, _ base: (any CheckpointReader)?, _ baseInfo: TensorInfo?,
+    _ plan: MergePlan?, _ options: VerifyOptions
+  ) -> TensorVerdict {
+    var v = TensorVerdict(info: info, file: model.file(of: info.name), projection: isProjection(info))
+    defer {
+      model.release(info.name)
+      if baseInfo != nil { base?.release(info.name) }
+    }
+    let tensor: Tensor
+    do { tensor = try model.tensor(info.name) } catch {
+      v.failures.append("unreadable: \(error)")
+      return v
+    }
+    var reference: Tensor?
+    if let base, let baseInfo {
+      if baseInfo.dtype != info.dtype || baseInfo.shape != info.shape {
+        v.failures.append("is \(info.dtype) \(info.shape), the base has \(baseInfo.dtype) \(baseInfo.shape)")
+      } else {
+        do { reference = try base.tensor(info.name) } catch { v.failures.append("the base's copy is unreadable: \(error)") }
+      }
+    }
+    let scan = BitScan.scan(tensor, reference)
+    v.nonfinite = scan.nonfinite
+    if scan.nonfinite > 0 && !options.allowNonfinite { v.failures.append("\(scan.nonfinite) NaN/Inf values") }
+    v.sparsity = scan.zeros.map { SparsityStats(elements: tensor.elementCount, zeros: $0) }
+    if v.projection, let pattern = options.pattern {
+      v.pattern = Sparsity.check(tensor, pattern: pattern)
+      if let p = v.pattern, !p.conforms {
+        v.failures.append(p.shapeFits ? "\(p.violations) of \(p.groups) groups break \(pattern)" : "columns do not divide into groups of \(pattern.m)")
+      }
+    }
+    guard let reference else { return v }
+    let adapted = info.name.hasSuffix(".weight") && plan?.factors[String(info.name.dropLast(".weight".count))] != nil
+    if v.projection || adapted {
+      v.zerosFilled = scan.filled
+      v.newZeros = scan.newZeros
+      if let f = scan.filled, f > 0 { v.failures.append("\(f) of the base's zeros filled") }
+      if let n = scan.newZeros, n > 0, !options.allowNewZeros { v.failures.append("\(n) new zeros (the base has values there)") }
+    }
+    if adapted, let plan {
+      checkAdapted(tensor, reference, plan, &v)
+    } else if plan != nil || !v.projection {
+      let same = tensor.withUnsafeBytes { a in reference.withUnsafeBytes { b in a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0) } }
+      v.identical = same
+      if !same { v.failures.append(plan != nil ? "changed, but the adapter does not touch it" : "changed, but only projection weights may change") }
+    }
+    return v
+  }
+
+  /// MODEL = BASE merged with the adapter, within half an ulp of the storage dtype; a kept weight whose
+  /// merged value rounds to zero may hold the smallest normal of its sign instead (what merge writes).
+  static func checkAdapted(_ tensor: Tensor, _ reference: Tensor, _ plan: MergePlan, _ v: inout TensorVerdict) {
+    let merged: [Float], stored: [Float], w: [Float]
+    do {
+      w = try reference.float32()
+      guard let m = try plan.merged(tensor.info, base: w) else { return }
+      merged = m
+      stored = try tensor.float32()
+    } catch {
+      v.failures.append("cannot recompute the merge: \(error)")
+      return
+    }
+    let format = FloatFormat(tensor.dtype)
+    let tiny = Merge.smallestNormal(tensor.dtype)
+    var (mismatches, worst) = (0, 0.0)
+    for k in merged.indices {
+      let (m, x) = (stored[k], merged[k])
+      if m == x { continue }
+      let half = format.ulp(max(abs(m), abs(x))) / 2
+      let error = Double(abs(m - x))
+      if w[k] != 0 && abs(m) == tiny && abs(x) < tiny { continue }  // raised by merge, not lost
+      worst = max(worst, error / Double(half * 2))
+      if !(error <= Double(half)) { mismatches += 1 }
+    }
+    v.adapterMismatches = mismatches
+    v.adapterMaxUlps = worst
+    if mismatches > 0 {
+      v.failures.append("\(mismatches) values differ from base + adapter by more than half an ulp of \(tensor.dtype) (worst \(worst) ulp)")
+    }
+  }
+}
+
+/// The spacing of a float storage dtype, from its mantissa bits and smallest normal exponent.
+struct FloatFormat {
+  var mantissa: Int
+  var minExponent: Int
+  init(_ dtype: DType) {
+    switch dtype {
+    case .bf16: (mantissa, minExponent) = (7, -126)
+    case .f16: (mantissa, minExponent) = (10, -14)
+    case .f8e4m3: (mantissa, minExponent) = (3, -6)
+    case .f8e5m2: (mantissa, minExponent) = (2, -14)
+    default: (mantissa, minExponent) = (23, -126)  // f32 (and f64, compared in f32)
+    }
+  }
+  /// The ulp at magnitude `x` (subnormals share the smallest normal's spacing).
+  func ulp(_ x: Float) -> Float {
+    let e = x == 0 || !x.isFinite ? minExponent : max(Int(x.exponent), minExponent)
+    return Float(sign: .plus, exponent: e - mantissa, significand: 1)
+  }
+}
+
+/// One pass over a tensor's stored words (and its base's): zeros, NaN/Inf, and zero-set differences.
+enum BitScan {
+  struct Result {
+    var zeros: Int?
+    var nonfinite = 0
+    var filled: Int?
+    var newZeros: Int?
+  }
+
+  static func scan(_ t: Tensor, _ base: Tensor?) -> Result {
+    guard let word = Sparsity.zeroWord(t.dtype) else { return Result() }
+    let n = t.elementCount
+    return t.withUnsafeBytes { a in
+      (base ?? t).withUnsafeBytes { b in
+        let other = base == nil ? nil : b.baseAddress
+        switch (word, t.dtype) {
+        case (.u8(let z), _):
+          let (m, e): (UInt8, UInt8) = t.dtype == .f8e4m3 ? (0x7F, 0x7F) : t.dtype == .f8e5m2 ? (0x7C, 0x7C) : (0, 1)
+          return count(a.baseAddress, other, n, zero: z, nfMask: m, nfValue: e)
+        case (.u16(let z), .bf16): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7F80, nfValue: 0x7F80)
+        case (.u16(let z), .f16): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7C00, nfValue: 0x7C00)
+        case (.u16(let z), _): return count(a.baseAddress, other, n, zero: z, nfMask: UInt16(0), nfValue: 1)
+        case (.u32(let z), .f32): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7F80_0000, nfValue: 0x7F80_0000)
+        case (.u32(let z), _): return count(a.baseAddress, other, n, zero: z, nfMask: UInt32(0), nfValue: 1)
+        case (.u64(let z), .f64): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7FF0_0000_0000_0000, nfValue: 0x7FF0_0000_0000_0000)
+        case (.u64(let z), _): return count(a.baseAddress, other, n, zero: z, nfMask: UInt64(0), nfValue: 1)
+        case (.noZero, _): return Result(zeros: 0)
+        }
+      }
+    }
+  }
+
+  /// Branch-free counts; `nfValue` outside `nfMask` disables the non-finite test.
+  static func count<T: FixedWidthInteger>(
+    _ a: UnsafeRawPointer?, _ b: UnsafeRawPointer?, _ n: Int, zero: T, nfMask: T, nfValue: T
+  ) -> Result {
+    guard let a, n > 0 else { return Result(zeros: 0, filled: b == nil ? nil : 0, newZeros: b == nil ? nil : 0) }
+    let x = a.assumingMemoryBound(to: T.self)
+    var (zeros, nonfinite, filled, newZeros) = (0, 0, 0, 0)
+    if let b {
+      let y = b.assumingMemoryBound(to: T.self)
+      for i in 0..<n {
+        let mz = x[i] & zero == 0 ? 1 : 0, bz = y[i] & zero == 0 ? 1 : 0
+        zeros &+= mz
+        nonfinite &+= x[i] & nfMask == nfValue ? 1 : 0
+        filled &+= bz & (1 &- mz)
+        newZeros &+= mz & (1 &- bz)
+      }
+      return Result(zeros: zeros, nonfinite: nonfinite, filled: filled, newZeros: newZeros)
+    }
+    for i in 0..<n {
+      zeros &+= x[i] & zero == 0 ? 1 : 0
+      nonfinite &+= x[i] & nfMask == nfValue ? 1 : 0
+    }
+    return Result(zeros: zeros, nonfinite: nonfinite)
+  }
+}
