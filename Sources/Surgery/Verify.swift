@@ -103,9 +103,11 @@ public enum Verifier {
     return report
   }
 
+  /// "50.00%".
   static func percent(_ r: Double) -> String {
-    let scaled = (r * 10000).rounded() / 100
-    return "\(scaled)%"
+    let hundredths = Int((r * 10000).rounded())
+    let fraction = String(hundredths % 100)
+    return "\(hundredths / 100).\(fraction.count < 2 ? "0" + fraction : fraction)%"
   }
 
   /// Names and shapes against config.json's Llama layout, dtypes against its torch_dtype.
