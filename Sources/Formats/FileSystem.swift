@@ -37,7 +37,7 @@ public enum FileSystem {
 
 extension FileSystem {
   /// Removes a file, or a directory and everything under it (best effort; used to clean up partial output).
-  static func removeTree(_ path: String) {
+  public static func removeTree(_ path: String) {
     if isDirectory(path), let names = try? list(path) {
       for name in names { removeTree(path + "/" + name) }
       rmdir(path)

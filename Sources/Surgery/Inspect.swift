@@ -19,6 +19,13 @@ public struct CheckpointReport: Equatable, Sendable {
   public var files: [String]
   public var tensors: [TensorReport]
   public var pattern: NMPattern?
+  /// For a compressed sparse checkpoint: its layout and the bytes its tensor files take on disk.
+  public var compressed: (format: String, storedBytes: Int)?
+
+  public static func == (a: CheckpointReport, b: CheckpointReport) -> Bool {
+    a.path == b.path && a.files == b.files && a.tensors == b.tensors && a.pattern == b.pattern
+      && a.compressed?.format == b.compressed?.format && a.compressed?.storedBytes == b.compressed?.storedBytes
+  }
 
   public var totalBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
   public var totalElements: Int { tensors.reduce(0) { $0 + ($1.info.elementCount ?? 0) } }
@@ -57,6 +64,10 @@ public enum Inspector {
       reports.append(report)
       progress?(i + 1, infos.count)
     }
-    return CheckpointReport(path: checkpoint.path, files: checkpoint.files, tensors: reports, pattern: pattern)
+    var report = CheckpointReport(path: checkpoint.path, files: checkpoint.files, tensors: reports, pattern: pattern)
+    if let sparse = checkpoint as? SparseCheckpoint {
+      report.compressed = (sparse.format.rawValue, sparse.files.reduce(0) { $0 + FileSystem.size($1) })
+    }
+    return report
   }
 }

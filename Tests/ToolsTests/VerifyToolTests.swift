@@ -62,6 +62,8 @@ import Testing
       #expect(c.status == 0, "\(c.stderr)")
       let v = try verify([dir + "/c-" + format, "--base", base, "--adapter", adapter, "--pattern", "2:4"])
       #expect(v.status == 0, "\(format): \(v.stdout)")
+      let inspect = try Tools.run("espalier", ["inspect", dir + "/c-" + format, "--pattern", "2:4"])
+      #expect(inspect.status == 0 && inspect.stdout.contains("compressed: \(format), "), "\(inspect.stdout)")
     }
   }
 

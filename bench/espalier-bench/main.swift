@@ -16,6 +16,8 @@
 //                      windows of TEXT (real text: its peaky softmaxes are what make denormals matter):
 //                      best of 3 after a warm-up, tokens/s, and the process's peak RSS (run one method per
 //                      process so each RSS is its own).
+//   sparse-checkpoint DENSE DIR
+//                      a pruned BF16 checkpoint compressed in each layout (SparseCheckpointBench.swift).
 //   rss CMD ARGS...    runs a command, prints its wall time and peak RSS (wait4). Run it from a fresh
 //                      process: Linux folds the parent's high-water RSS into an exec'd child's maxrss.
 //
@@ -336,7 +338,7 @@ func measureRSS(_ command: [String]) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | rss COMMAND [ARGS...]")
+  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | sparse-checkpoint DENSE DIR | rss COMMAND [ARGS...]")
   exit(64)
 }
 do {
@@ -349,6 +351,9 @@ do {
     mkdir(arguments[3], 0o755)
     try benchConvertFormats(gguf: arguments[2], directory: arguments[3])
   case "rss": measureRSS(Array(arguments[2...]))
+  case "sparse-checkpoint" where arguments.count >= 4:
+    mkdir(arguments[3], 0o755)
+    try benchSparseCheckpoint(dense: arguments[2], directory: arguments[3])
   case "finetune-step" where arguments.count >= 5:
     guard let method = AdapterMethod(rawValue: arguments[3]) else { throw SurgeryError.unsupported("method \(arguments[3])") }
     let B = arguments.count > 5 ? Int(arguments[5]) ?? 4 : 4

@@ -18,6 +18,9 @@ enum InspectReport {
     Output.line()
     Output.line("files: \(report.files.count)  tensors: \(report.tensors.count)  parameters: \(report.totalElements)  "
       + "bytes: \(report.totalBytes) (\(Format.bytes(report.totalBytes)))")
+    if let (format, stored) = report.compressed {
+      Output.line("compressed: \(format), \(Format.bytes(stored)) on disk (\(Format.fixed(Double(stored) / Double(max(1, report.totalBytes)), 4)) of dense)")
+    }
     let global = report.globalSparsity
     if global.elements > 0 {
       Output.line("sparsity: \(Format.percent(global.ratio)) (\(global.zeros) zeros of \(global.elements))")
@@ -56,6 +59,9 @@ enum InspectReport {
       ("tensor_count", num(report.tensors.count)), ("parameters", num(report.totalElements)),
       ("bytes", num(report.totalBytes)),
     ])
+    if let (format, stored) = report.compressed {
+      root["compressed"] = .object(JSONObject([("format", .string(format)), ("stored_bytes", num(stored))]))
+    }
     let global = report.globalSparsity
     if global.elements > 0 {
       root["zeros"] = num(global.zeros)
