@@ -63,7 +63,7 @@ awk '/^finetune-step/ {
 
 # Compressed sparse checkpoints and verify (issue 7): SmolLM2-135M pruned by Wanda to 50% unstructured
 # and to 2:4 above, stored BF16; each layout against a dense copy made in the same run.
-for name in wanda-sparsity05 wanda-pattern24; do
+for name in wanda-sparsity wanda-pattern; do
   $bin/espalier-convert "$out/$name" "$out/$name-bf16" --dtype bf16 >/dev/null 2>&1
   rm -rf "$out/$name"
   $bin/espalier-bench sparse-checkpoint "$out/$name-bf16" "$out/sparse"

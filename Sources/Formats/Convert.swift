@@ -29,6 +29,10 @@ public struct ConvertReport: Sendable {
   public var inputKind: String
   public var output: String
   public var outputFormat: ConvertOptions.OutputFormat
+  /// The layout of a compressed output (espalier, sparse-bitmask, sparse-24-bitmask), nil when dense.
+  public var compressedFormat: String?
+  /// What was written, for reports: the layout of a compressed output, else the output format.
+  public var outputKind: String { compressedFormat ?? outputFormat.rawValue }
   public var tensors: Int
   public var bytesIn: Int
   public var bytesOut: Int
@@ -109,8 +113,8 @@ public enum Converter {
       bytesOut = files.filter { $0.hasSuffix(".safetensors") }.reduce(0) { $0 + FileSystem.size(output + "/" + $1) }
     }
     return ConvertReport(
-      input: input, inputKind: kindName(reader), output: output, outputFormat: format, tensors: total,
-      bytesIn: bytesIn, bytesOut: bytesOut, files: files, notes: notes)
+      input: input, inputKind: kindName(reader), output: output, outputFormat: format,
+      compressedFormat: options.compression?.format.rawValue, tensors: total, bytesIn: bytesIn, bytesOut: bytesOut, files: files, notes: notes)
   }
 
   /// config.json's torch_dtype follows a --dtype change (transformers reads it as the load dtype, and
@@ -138,7 +142,7 @@ public enum Converter {
     switch reader {
     case is GGUFCheckpoint: return "gguf"
     case is HDF5Checkpoint: return "hdf5"
-    case let sparse as SparseCheckpoint: return sparse.format == .espalier ? "espalier-sparse" : sparse.format.rawValue
+    case let sparse as SparseCheckpoint: return sparse.format.rawValue
     default: return "safetensors"
     }
   }

@@ -8,14 +8,14 @@ enum ConvertSummary {
     if json {
       Output.json(.object(JSONObject([
         ("input", .string(r.input)), ("input_format", .string(r.inputKind)), ("output", .string(r.output)),
-        ("output_format", .string(r.outputFormat.rawValue)), ("tensors", .number(String(r.tensors))),
+        ("output_format", .string(r.outputKind)), ("tensors", .number(String(r.tensors))),
         ("bytes_in", .number(String(r.bytesIn))), ("bytes_out", .number(String(r.bytesOut))),
         ("files", .array(r.files.map { .string($0) })), ("seconds", .number(Format.fixed(seconds, 3))),
         ("notes", .array(r.notes.map { .string($0) })),
       ])))
       return
     }
-    Output.line("converted \(r.input) (\(r.inputKind)) -> \(r.output) (\(r.outputFormat.rawValue))")
+    Output.line("converted \(r.input) (\(r.inputKind)) -> \(r.output) (\(r.outputKind))")
     Output.line("tensors: \(r.tensors)  bytes: \(Format.bytes(r.bytesIn)) in, \(Format.bytes(r.bytesOut)) out  "
       + "time: \(Format.fixed(seconds, 2)) s")
     Output.line("files: \(r.files.joined(separator: ", "))")
