@@ -103,7 +103,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
         guard part == ".compressed" else { continue }
         let module = String(name.dropLast(part.count))
         do throws(FormatError) {
-          let shape = try Self.int64s(storage.tensor(module + ".shape"))
+          let shape = try Self.int64s(storage.tensor(module + ".shape"), file: storage.file(of: module + ".shape"))
           _ = try storage.tensor(module + ".bitmask")
           if format == .sparseBitmask { _ = try storage.tensor(module + ".row_offsets") }
           guard shape.count == 2 else { throw FormatError.compressed(file: storage.file(of: name), tensor: module + ".shape", reason: "holds \(shape.count) values, 2 expected") }
@@ -128,8 +128,8 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
     return info.byteCount == nil ? nil : info
   }
 
-  static func int64s(_ t: Tensor) throws(FormatError) -> [Int] {
-    guard t.dtype == .i64 else { throw .compressed(file: "", tensor: t.name, reason: "dtype \(t.dtype), I64 expected") }
+  static func int64s(_ t: Tensor, file: String) throws(FormatError) -> [Int] {
+    guard t.dtype == .i64 else { throw .compressed(file: file, tensor: t.name, reason: "dtype \(t.dtype), I64 expected") }
     return t.withUnsafeBytes { b in (0..<t.elementCount).map { Int(Int64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
   }
 
@@ -240,6 +240,18 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
       throw fail("\(module).compressed is \(values.shape), [\(rows), \(cols / 2)] expected for sparse-24-bitmask")
     }
     if let problem = mask.withUnsafeBytes({ SparseMasks.checkBitmask($0, rows: rows, cols: cols, storedCount: stored) }) { throw fail(problem) }
+    if format == .sparseBitmask {  // unused by decoders, but compressed-tensors always writes them right
+      let offsets = try Self.int64s(try storage.tensor(module + ".row_offsets"), file: storage.file(of: module + ".row_offsets"))
+      let rb = SparseMasks.rowBytes(cols: cols)
+      var running = 0
+      let expected: [Int] = mask.withUnsafeBytes { m in
+        (0..<rows).map { r in
+          defer { for b in 0..<rb { running += m[r * rb + b].nonzeroBitCount } }
+          return running
+        }
+      }
+      if offsets != expected { throw fail("\(module).row_offsets is not the running count of the bitmask's rows") }
+    }
     let output = OwnedBytes(count: info.byteCount!)
     mask.withUnsafeBytes { m in
       values.withUnsafeBytes { v in SparseMasks.decodeBitmask(m, v, rows: rows, cols: cols, elementSize: size, into: output.mutableBytes) }

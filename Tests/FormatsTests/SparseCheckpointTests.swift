@@ -194,5 +194,18 @@ import Testing
     }
     try writeBytes(original, to: path)
     try Self.expectSameTensors(try Checkpoint.open(tmp.file("c")), tensors, "restored")
+
+    // compressed-tensors' row_offsets are checked too, though its decoder ignores them.
+    let ct = tmp.file("ct")
+    try FileManager.default.copyItem(atPath: Fixtures.path("sparse/ct-bitmask-dense-unstructured-bf16"), toPath: ct)
+    let module = "model.layers.0.mlp.down_proj"
+    let stored = try SafetensorsFile(path: ct + "/model.safetensors")
+    let offsets = try #require(stored.entry(module + ".row_offsets"))
+    var bytes = try readBytes(ct + "/model.safetensors")
+    bytes[stored.header.dataStart + offsets.dataRange.lowerBound] ^= 1
+    try writeBytes(bytes, to: ct + "/model.safetensors")
+    #expect { _ = try Checkpoint.open(ct).tensor(module + ".weight") } throws: {
+      "\($0)".contains("\(module).row_offsets is not the running count")
+    }
   }
 }
