@@ -16,11 +16,19 @@ public protocol CheckpointReader: AnyObject {
   func file(of name: String) -> String
   /// The files the checkpoint's tensors live in.
   var files: [String] { get }
+  /// The safetensors `__metadata__` of the checkpoint as it was written (nil: none, or not safetensors).
+  var metadata: [String: String]? { get }
 }
 
 extension CheckpointReader {
   public func file(of name: String) -> String { path }
   public var files: [String] { [path] }
+  public var metadata: [String: String]? { nil }
+
+  /// The metadata a converted copy carries: the source's, with the `format` transformers requires.
+  public var metadataForCopy: [String: String] {
+    (metadata ?? [:]).merging(SafetensorsWriter.defaultMetadata) { source, _ in source }
+  }
 
   /// Sources that read each tensor lazily and drop its pages once written (for streaming conversions).
   public var sources: [TensorSource] {

@@ -1,5 +1,6 @@
 // `espalier convert`: any checkpoint in, safetensors (one file or a sharded directory with its side
-// files) or HDF5 out, optionally changing the float dtype. Streams one tensor at a time, so memory stays
+// files) or HDF5 out, optionally changing the float dtype; safetensors output keeps the source's
+// `__metadata__`. Streams one tensor at a time, so memory stays
 // at O(largest tensor). A directory output is built under a temporary name and renamed into place.
 
 #if canImport(Glibc)
@@ -83,16 +84,18 @@ public enum Converter {
       guard isDirectory else {
         throw .io(file: output, reason: "a compressed checkpoint is a directory; name one without .safetensors/.h5")
       }
-      files = try SparseCheckpointWriter.write(sources, sideFiles: sideFiles, to: output, maxShardSize: options.maxShardSize, options: compression)
+      files = try SparseCheckpointWriter.write(
+        sources, sideFiles: sideFiles, to: output, maxShardSize: options.maxShardSize, options: compression,
+        sourceMetadata: reader.metadata)
     } else if isDirectory {
-      files = try writeDirectory(sources, sideFiles: sideFiles, to: output, options: options)
+      files = try writeDirectory(sources, sideFiles: sideFiles, to: output, options: options, metadata: reader.metadataForCopy)
     } else {
       let temporary = output + ".partial-\(getpid())"
       do throws(FormatError) {
         if format == .hdf5 {
           try HDF5Writer.write(sources, to: temporary)
         } else {
-          try SafetensorsWriter.write(sources, to: temporary)
+          try SafetensorsWriter.write(sources, to: temporary, metadata: reader.metadataForCopy)
         }
         try AtomicDirectory.replace(output, with: temporary)
       } catch {

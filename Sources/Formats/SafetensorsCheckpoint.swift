@@ -108,6 +108,7 @@ public final class SafetensorsCheckpoint: CheckpointReader, @unchecked Sendable 
 
   public func tensor(_ e: CheckpointEntry) throws(FormatError) -> Tensor { try shards[e.file].tensor(e.entry) }
   public var files: [String] { shards.map(\.path) }
+  public var metadata: [String: String]? { shards.first?.metadata }
   public func file(of name: String) -> String { entry(name).map { shards[$0.file].path } ?? path }
   public func release(_ name: String) { if let e = entry(name) { release(e) } }
   public func release(_ e: CheckpointEntry) { shards[e.file].release(e.entry) }

@@ -17,6 +17,14 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
   }
 
   public var path: String { storage.path }
+  /// The metadata of the checkpoint that was compressed (espalier keeps it under `source_metadata`).
+  public var metadata: [String: String]? {
+    guard format == .espalier else { return storage.metadata }
+    guard let text = storage.metadata?["source_metadata"], let object = try? JSONParser.parse(Array(text.utf8)).objectValue else { return nil }
+    var result: [String: String] = [:]
+    for key in object.keys { if let value = object[key]?.stringValue { result[key] = value } }
+    return result
+  }
   public var files: [String] { storage.files }
   public func file(of name: String) -> String {
     switch layouts[name] {

@@ -208,7 +208,8 @@ public enum SparseCheckpointWriter {
   /// Encodes `sources` into a compressed checkpoint directory at `output` (built under a temporary name,
   /// renamed into place when complete). Shards are planned by dense size. Returns the files written.
   public static func write(
-    _ sources: [TensorSource], sideFiles: [SideFile], to output: String, maxShardSize: Int?, options: CompressionOptions
+    _ sources: [TensorSource], sideFiles: [SideFile], to output: String, maxShardSize: Int?, options: CompressionOptions,
+    sourceMetadata: [String: String]? = nil
   ) throws(FormatError) -> [String] {
     try AtomicDirectory.build(output) { (directory) throws(FormatError) in
       var sizes: [Int] = []
@@ -241,9 +242,14 @@ public enum SparseCheckpointWriter {
           if encoded.parts.count > 1 { targets += 1; twoFour += encoded.fitsTwoFour ? 1 : 0 }
           sources[m].release?()
         }
-        var metadata = SafetensorsWriter.defaultMetadata
+        // compressed-tensors files keep the source's metadata as it is; ours keeps it under source_metadata.
+        var metadata = (sourceMetadata ?? [:]).merging(SafetensorsWriter.defaultMetadata) { source, _ in source }
         if options.format == .espalier {
           metadata = ["format": EspalierSparse.format, "version": EspalierSparse.version, "tensors": JSONWriter.compact(.object(descriptors))]
+          if let sourceMetadata {
+            let keys = sourceMetadata.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+            metadata["source_metadata"] = JSONWriter.compact(.object(JSONObject(keys.map { ($0, .string(sourceMetadata[$0]!)) })))
+          }
         }
         try spill.write(to: directory + "/" + name, metadata: metadata)
         names.append(name)

@@ -65,9 +65,11 @@ import Testing
     return try Tensor(name: name, dtype: dtype, shape: shape, data: bytes)
   }
 
+  static let metadata = ["format": "pt", "espalier.method": "wanda", "note": "carried through compression"]
+
   static func write(_ tensors: [Tensor], to directory: String) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    try SafetensorsCheckpoint.write(tensors.map(TensorSource.init), toDirectory: directory, maxShardSize: nil)
+    try SafetensorsCheckpoint.write(tensors.map(TensorSource.init), toDirectory: directory, maxShardSize: nil, metadata: metadata)
   }
 
   static func expectSameTensors(_ reader: any CheckpointReader, _ tensors: [Tensor], _ context: String) throws {
@@ -99,6 +101,9 @@ import Testing
       try Self.expectSameTensors(try Checkpoint.open(out), tensors, "\(format) \(dtype) read directly")
       _ = try Converter.convert(input: out, output: out + "-dense", options: ConvertOptions())
       try Self.expectSameTensors(try Checkpoint.open(out + "-dense"), tensors, "\(format) \(dtype) decompressed")
+      // The whole file comes back, metadata included.
+      #expect(try readBytes(out + "-dense/model.safetensors") == readBytes(tmp.file("dense/model.safetensors")), "\(format) \(dtype)")
+      #expect(try Checkpoint.open(out).metadata == Self.metadata)
       #expect(!(try Checkpoint.open(out + "-dense") is SparseCheckpoint))
     }
   }
