@@ -114,8 +114,11 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
           let shape = try Self.int64s(storage.tensor(module + ".shape"), file: storage.file(of: module + ".shape"))
           _ = try storage.tensor(module + ".bitmask")
           if format == .sparseBitmask { _ = try storage.tensor(module + ".row_offsets") }
-          guard shape.count == 2 else { throw FormatError.compressed(file: storage.file(of: name), tensor: module + ".shape", reason: "holds \(shape.count) values, 2 expected") }
-          infos.append(TensorInfo(name: module + ".weight", dtype: entry.info.dtype, shape: shape))
+          let info = TensorInfo(name: module + ".weight", dtype: entry.info.dtype, shape: shape)
+          guard shape.count == 2, info.byteCount != nil, entry.info.dtype.bits % 8 == 0 else {
+            throw FormatError.compressed(file: storage.file(of: name), tensor: module + ".shape", reason: "\(shape) is not the shape of a 2-D \(entry.info.dtype) weight")
+          }
+          infos.append(info)
           layouts[module + ".weight"] = .compressedTensors(module: module)
         } catch { problems.append(error) }
       } else {

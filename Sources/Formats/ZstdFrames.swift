@@ -73,8 +73,9 @@ public enum ZstdFrames {
     }
     var offsets = [0]
     for size in frames {
-      guard size > 0 else { return "a zstd frame of size \(size)" }
-      offsets.append(offsets.last! + size)
+      let (end, overflow) = offsets.last!.addingReportingOverflow(size)
+      guard size > 0, !overflow, end <= source.count else { return "zstd frame sizes do not fit the \(source.count) stored bytes" }
+      offsets.append(end)
     }
     guard offsets.last! == source.count else {
       return "the zstd frames add up to \(offsets.last!) bytes but \(source.count) are stored"

@@ -213,4 +213,63 @@ import Testing
       "\($0)".contains("\(module).row_offsets is not the running count")
     }
   }
+
+  /// Rewrites a safetensors file's header through `edit` (offsets stay valid: data is unchanged).
+  static func rewriteHeader(_ path: String, _ edit: (inout [String: Any]) throws -> Void) throws {
+    let bytes = try readBytes(path)
+    let n = Int(bytes[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    var header = try #require(try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + n)])) as? [String: Any])
+    try edit(&header)
+    var json = [UInt8](try JSONSerialization.data(withJSONObject: header))
+    json += Array(repeating: 0x20, count: (8 - json.count % 8) % 8)
+    var out: [UInt8] = []
+    withUnsafeBytes(of: UInt64(json.count).littleEndian) { out += $0 }
+    try writeBytes(out + json + bytes[(8 + n)...], to: path)
+  }
+
+  @Test func hostileDescriptorsAreErrorsNotTraps() throws {
+    let tmp = try TemporaryDirectory()
+    let name = "model.layers.0.mlp.up_proj.weight"
+    try Self.write([try Self.tensor(name, .bf16, [32, 64], .twoFour, seed: 7)], to: tmp.file("dense"))
+    var options = ConvertOptions()
+    options.compression = CompressionOptions()
+    _ = try Converter.convert(input: tmp.file("dense"), output: tmp.file("good"), options: options)
+    typealias Edit = (inout [String: Any]) -> Void
+    func descriptor(_ change: @escaping (inout [String: Any]) -> Void) -> Edit {
+      { header in
+        var meta = header["__metadata__"] as! [String: String]
+        var tensors = try! JSONSerialization.jsonObject(with: Data(meta["tensors"]!.utf8)) as! [String: [String: Any]]
+        change(&tensors[name]!)
+        meta["tensors"] = String(decoding: try! JSONSerialization.data(withJSONObject: tensors), as: UTF8.self)
+        header["__metadata__"] = meta
+      }
+    }
+    let cases: [(Edit, String)] = [
+      ({ h in var m = h["__metadata__"] as! [String: String]; m["version"] = "2"; h["__metadata__"] = m }, "this build reads version 1"),
+      (descriptor { $0["dtype"] = "BF17" }, "lacks a valid dtype or shape"),
+      (descriptor { $0["shape"] = [-1, 64] }, "lacks a valid dtype or shape"),
+      (descriptor { $0["stored"] = 1 << 40 }, "valid `stored` count"),
+      (descriptor { $0["encoding"] = "group"; $0["keep"] = 3; $0["group"] = 4 }, "no valid group code"),
+      (descriptor { $0["value_frames"] = [Int.max] }, "zstd frame sizes do not fit"),
+      (descriptor { $0["mask_frames"] = [] }, "zstd frames where 1 are needed"),
+      (descriptor { $0["encoding"] = "magic" }, "unknown encoding `magic`"),
+      (descriptor { $0["xxh64"] = "0000000000000000" }, "checksum mismatch"),
+    ]
+    for (k, (edit, message)) in cases.enumerated() {
+      let dir = tmp.file("bad-\(k)")
+      try FileManager.default.copyItem(atPath: tmp.file("good"), toPath: dir)
+      try Self.rewriteHeader(dir + "/model.safetensors", edit)
+      #expect(throws: FormatError.self, "case \(k): \(message)") { _ = try Checkpoint.open(dir).tensor(name) }
+      do { _ = try Checkpoint.open(dir).tensor(name) } catch { #expect("\(error)".contains(message), "\(error)") }
+    }
+    // A compressed-tensors `.shape` that is no 2-D shape.
+    let ct = tmp.file("ct")
+    try FileManager.default.copyItem(atPath: Fixtures.path("sparse/ct-bitmask-dense-unstructured-f32"), toPath: ct)
+    let file = try SafetensorsFile(path: ct + "/model.safetensors")
+    let shape = try #require(file.entry("model.layers.0.mlp.up_proj.shape"))
+    var bytes = try readBytes(ct + "/model.safetensors")
+    for b in 0..<8 { bytes[file.header.dataStart + shape.dataRange.lowerBound + b] = 0xFF }  // rows = -1
+    try writeBytes(bytes, to: ct + "/model.safetensors")
+    #expect { _ = try Checkpoint.open(ct) } throws: { "\($0)".contains("is not the shape of a 2-D") }
+  }
 }
