@@ -96,6 +96,10 @@ import Testing
     r = try verify([dir + "/norm", "--base", base, "--sparsity", "0.6"])
     #expect(r.status == 1 && r.stdout.contains("changed, but only projection weights may change") && r.stdout.contains("below the minimum 60.00%"))
 
+    // An adapter trained on another base: a failed check, every mismatch listed.
+    r = try verify([merged, "--base", dir + "/filled", "--adapter", adapter])
+    #expect(r.status == 1 && r.stderr.contains("does not fit") && r.stderr.contains("trained on another base"), "\(r.stderr)")
+
     // One bit flipped in a compressed file: the frame checksum catches it, naming the tensor.
     #expect(try Tools.run("espalier", ["convert", merged, dir + "/c", "--compress"]).status == 0)
     let path = dir + "/c/model.safetensors"

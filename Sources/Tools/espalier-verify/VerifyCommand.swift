@@ -19,8 +19,8 @@ struct VerifyCommand: ParsableCommand {
       must have exactly the base's zeros (none filled; none new unless --allow-new-zeros) and every other \
       tensor must be byte-identical. With --adapter (and --base), the adapted weights must equal the base merged \
       with the adapter within half an ulp of their dtype, and all other tensors must be byte-identical. \
-      Tensors are checked in parallel, one per core. Exit status: 0 every check passed, 1 a check failed, \
-      2 an input could not be read, 64 usage error.
+      Tensors are checked in parallel, one per core. Exit status: 0 every check passed, 1 a check failed \
+      (an adapter that does not fit the base included), 2 an input could not be read, 64 usage error.
       """)
 
   @Argument(help: "The checkpoint to verify.", completion: .file()) var model: String
@@ -53,8 +53,15 @@ struct VerifyCommand: ParsableCommand {
       let reader = try Checkpoint.open(model)
       let baseReader = try base.map { try Checkpoint.open($0) }
       let progress = Progress("verify", total: reader.infos.count)
-      report = try Verifier.verify(model: reader, base: baseReader, adapterDirectory: adapter, options: options) { done, _ in
-        progress.update(done)
+      do {
+        report = try Verifier.verify(model: reader, base: baseReader, adapterDirectory: adapter, options: options) { done, _ in
+          progress.update(done)
+        }
+      } catch let error as SurgeryError {
+        guard case .checkpoint(let path, let problems) = error, let adapter, path == adapter else { throw error }
+        Log.error("\(adapter) does not fit \(base ?? ""), so MODEL cannot be its merge:")
+        for problem in problems { Log.error("  " + problem) }
+        throw ExitStatus.checkFailed
       }
     }
     guard let report else { return }
