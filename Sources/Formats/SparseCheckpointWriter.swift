@@ -73,15 +73,18 @@ enum EspalierSparse {
       return EncodedTensor(parts: [tensor], descriptor: .object(descriptor))
     }
     let (rows, cols) = SparseMasks.rowsAndCols(info.shape)
-    // Candidates by their size before zstd: (encoding, mask bytes, values bytes, code).
+    let n = rows * cols
+    let stored = tensor.withUnsafeBytes { SparseMasks.storedCount($0, elementSize: size) }
+    // Candidates by their size before zstd; only the encodings that can beat dense are built.
     var best: (encoding: String, mask: [UInt8], values: [UInt8], code: GroupCode?)?
     func consider(_ encoding: String, _ mask: [UInt8], _ values: [UInt8], _ code: GroupCode?) {
       if best == nil || mask.count + values.count < best!.mask.count + best!.values.count { best = (encoding, mask, values, code) }
     }
-    let bitmask = tensor.withUnsafeBytes { SparseMasks.encodeBitmask($0, rows: rows, cols: cols, elementSize: size) }
-    let stored = bitmask.values.count / size
-    if bitmask.mask.count + bitmask.values.count < tensor.byteCount { consider("bitmask", bitmask.mask, bitmask.values, nil) }
-    for code in options.groupCodes where stored <= rows * cols / code.group * code.keep {
+    if rows * SparseMasks.rowBytes(cols: cols) + stored * size < tensor.byteCount {
+      let bitmask = tensor.withUnsafeBytes { SparseMasks.encodeBitmask($0, rows: rows, cols: cols, elementSize: size) }
+      consider("bitmask", bitmask.mask, bitmask.values, nil)
+    }
+    for code in options.groupCodes where cols % code.group == 0 && stored <= n / code.group * code.keep {
       if let g = tensor.withUnsafeBytes({ SparseMasks.encodeGroups($0, rows: rows, cols: cols, elementSize: size, code: code) }) {
         consider("group", g.codes, g.values, code)
       }
@@ -98,13 +101,13 @@ enum EspalierSparse {
       let values = best.values.withUnsafeBytes { ZstdFrames.compress($0, elementSize: size, chunkElements: valueChunk, level: options.level) }
       descriptor["mask_frames"] = .array(mask.frames.map { .number(String($0)) })
       descriptor["value_frames"] = .array(values.frames.map { .number(String($0)) })
-      parts.append(try Tensor(name: part(info.name, "mask"), dtype: .u8, shape: [mask.bytes.count], data: mask.bytes))
-      parts.append(try Tensor(name: part(info.name, "values"), dtype: .u8, shape: [values.bytes.count], data: values.bytes))
+      parts.append(try mask.tensor(part(info.name, "mask")))
+      parts.append(try values.tensor(part(info.name, "values")))
     } else {
       descriptor["encoding"] = .string("dense")
       let values = tensor.withUnsafeBytes { ZstdFrames.compress($0, elementSize: size, chunkElements: valueChunk, level: options.level) }
       descriptor["value_frames"] = .array(values.frames.map { .number(String($0)) })
-      parts.append(try Tensor(name: part(info.name, "values"), dtype: .u8, shape: [values.bytes.count], data: values.bytes))
+      parts.append(try values.tensor(part(info.name, "values")))
     }
     descriptor["xxh64"] = .string(checksum)
     return EncodedTensor(parts: parts, descriptor: .object(descriptor), counted: (rows * cols, stored))

@@ -15,11 +15,22 @@ public enum ZstdFrames {
   /// The zstd levels libzstd accepts (negative levels are its "fast" modes).
   public static var levels: ClosedRange<Int> { Int(ZSTD_minCLevel())...Int(ZSTD_maxCLevel()) }
 
+  /// Frames as they will be stored: the bytes, and the size of each frame.
+  public struct Compressed {
+    public let storage: OwnedBytes
+    public let frames: [Int]
+    public var bytes: UnsafeRawBufferPointer { storage.bytes }
+    /// A U8 tensor over the frames (no copy).
+    public func tensor(_ name: String) throws(FormatError) -> Tensor {
+      try Tensor(info: TensorInfo(name: name, dtype: .u8, shape: [storage.count]), bytes: storage.bytes, owner: storage)
+    }
+  }
+
   /// Compresses `count` elements of `elementSize` bytes in chunks of `chunkElements`. Returns the
   /// concatenated frames and the byte size of each.
   public static func compress(
     _ source: UnsafeRawBufferPointer, elementSize: Int, chunkElements: Int, level: Int
-  ) -> (bytes: [UInt8], frames: [Int]) {
+  ) -> Compressed {
     let chunkBytes = chunkElements * elementSize
     let chunks = source.isEmpty ? 0 : (source.count + chunkBytes - 1) / chunkBytes
     let bound = ZSTD_compressBound(chunkBytes)
@@ -52,12 +63,13 @@ public enum ZstdFrames {
         }
       }
     }
-    var bytes: [UInt8] = []
-    bytes.reserveCapacity(sizes.values.reduce(0, +))
+    let storage = OwnedBytes(count: sizes.values.reduce(0, +))
+    var offset = 0
     for c in 0..<chunks {
-      bytes.append(contentsOf: UnsafeRawBufferPointer(start: out + c * bound, count: sizes.values[c]))
+      (storage.pointer + offset).copyMemory(from: out + c * bound, byteCount: sizes.values[c])
+      offset += sizes.values[c]
     }
-    return (bytes, sizes.values)
+    return Compressed(storage: storage, frames: sizes.values)
   }
 
   /// Decompresses frames written by `compress` into `destination`, whose size is the plain size.
