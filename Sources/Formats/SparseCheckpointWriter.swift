@@ -60,6 +60,12 @@ enum EspalierSparse {
 
   static func part(_ name: String, _ kind: String) -> String { name + "#" + kind }
 
+  static func frames(_ bytes: [UInt8], elementSize: Int, chunk: Int, level: Int) throws(FormatError) -> ZstdFrames.Compressed {
+    do {
+      return try bytes.withUnsafeBytes { try ZstdFrames.compress($0, elementSize: elementSize, chunkElements: chunk, level: level) }
+    } catch let error as FormatError { throw error } catch { throw .io(file: "zstd", reason: "\(error)") }
+  }
+
   static func encode(_ tensor: Tensor, options: CompressionOptions) throws(FormatError) -> EncodedTensor {
     let info = tensor.info
     let size = info.dtype.bits / 8
@@ -97,15 +103,15 @@ enum EspalierSparse {
         descriptor["group"] = .number(String(code.group))
       }
       descriptor["stored"] = .number(String(best.values.count / size))
-      let mask = best.mask.withUnsafeBytes { ZstdFrames.compress($0, elementSize: 1, chunkElements: maskChunk, level: options.level) }
-      let values = best.values.withUnsafeBytes { ZstdFrames.compress($0, elementSize: size, chunkElements: valueChunk, level: options.level) }
+      let mask = try frames(best.mask, elementSize: 1, chunk: maskChunk, level: options.level)
+      let values = try frames(best.values, elementSize: size, chunk: valueChunk, level: options.level)
       descriptor["mask_frames"] = .array(mask.frames.map { .number(String($0)) })
       descriptor["value_frames"] = .array(values.frames.map { .number(String($0)) })
       parts.append(try mask.tensor(part(info.name, "mask")))
       parts.append(try values.tensor(part(info.name, "values")))
     } else {
       descriptor["encoding"] = .string("dense")
-      let values = tensor.withUnsafeBytes { ZstdFrames.compress($0, elementSize: size, chunkElements: valueChunk, level: options.level) }
+      let values = try tensor.withUnsafeBytes { (b) throws(FormatError) in try ZstdFrames.compress(b, elementSize: size, chunkElements: valueChunk, level: options.level) }
       descriptor["value_frames"] = .array(values.frames.map { .number(String($0)) })
       parts.append(try values.tensor(part(info.name, "values")))
     }

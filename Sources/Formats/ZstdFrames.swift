@@ -30,7 +30,7 @@ public enum ZstdFrames {
   /// concatenated frames and the byte size of each.
   public static func compress(
     _ source: UnsafeRawBufferPointer, elementSize: Int, chunkElements: Int, level: Int
-  ) -> Compressed {
+  ) throws(FormatError) -> Compressed {
     let chunkBytes = chunkElements * elementSize
     let chunks = source.isEmpty ? 0 : (source.count + chunkBytes - 1) / chunkBytes
     let bound = ZSTD_compressBound(chunkBytes)
@@ -57,12 +57,13 @@ public enum ZstdFrames {
           let length = min(chunkBytes, sourceCount - start)
           let plain = shuffle(input! + start, count: length / elementSize, elementSize: elementSize, scratch: scratch)
           let written = ZSTD_compress2(context, out + c * bound, bound, plain, length)
-          // Cannot fail: the destination holds compressBound bytes and the parameters are valid.
-          sizeOut[c] = ZSTD_isError(written) != 0 ? 0 : written
+          // The destination holds compressBound bytes, so only a failed allocation can fail it: -1 marks it.
+          sizeOut[c] = ZSTD_isError(written) != 0 ? -1 : written
           c += workers
         }
       }
     }
+    if sizes.values.contains(-1) { throw .io(file: "zstd", reason: "compression failed (out of memory?)") }
     let storage = OwnedBytes(count: sizes.values.reduce(0, +))
     var offset = 0
     for c in 0..<chunks {
