@@ -3,6 +3,8 @@
 // `__metadata__`. Streams one tensor at a time, so memory stays
 // at O(largest tensor). A directory output is built under a temporary name and renamed into place.
 
+import Dispatch
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -62,7 +64,7 @@ public enum Converter {
     }
     var done = 0
     let total = reader.infos.count
-    let sources = reader.sources.map { source -> TensorSource in
+    var sources = reader.sources.map { source -> TensorSource in
       var s = source
       let target = targetType(source.info.dtype, options.dtype)
       s.info.dtype = target
@@ -77,6 +79,7 @@ public enum Converter {
       }
       return s
     }
+    if reader is SparseCheckpoint || reader is GGUFCheckpoint { sources = Prefetch.ahead(sources) }
     var sideFiles = try reader.sideFiles()
     if let dtype = options.dtype { sideFiles = try settingTorchDtype(sideFiles, dtype) }
     var files: [String]
@@ -197,6 +200,42 @@ public enum AtomicDirectory {
       FileSystem.removeTree(old)
     } else {
       guard rename(temporary, path) == 0 else { throw .io(file: path, reason: "cannot rename into place: \(systemErrorText())") }
+    }
+  }
+}
+
+/// Decoding the next tensor on another thread while the current one is written: for readers whose
+/// tensors are computed (compressed checkpoints, GGUF dequantisation), not mapped. Both closures run on
+/// the writer's thread; at most one tensor is decoded ahead.
+enum Prefetch {
+  final class Pending: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<Tensor, any Error>?
+    init(_ load: @escaping () throws -> Tensor) {
+      nonisolated(unsafe) let load = load
+      DispatchQueue.global().async {
+        self.result = Result { try load() }
+        self.done.signal()
+      }
+    }
+    func wait() throws -> Tensor {
+      done.wait()
+      return try result!.get()
+    }
+  }
+
+  static func ahead(_ sources: [TensorSource]) -> [TensorSource] {
+    final class Slot { var pending: Pending? }
+    return sources.map { source in
+      let slot = Slot()
+      var s = source
+      s.prefetch = { if slot.pending == nil { slot.pending = Pending(source.load) } }
+      s.load = {
+        guard let pending = slot.pending else { return try source.load() }
+        slot.pending = nil
+        return try pending.wait()
+      }
+      return s
     }
   }
 }

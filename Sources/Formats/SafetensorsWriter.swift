@@ -11,6 +11,9 @@ public struct TensorSource: @unchecked Sendable {
   public var load: () throws -> Tensor
   /// Called once the tensor has been written, so a streaming source can drop its pages.
   public var release: (() -> Void)?
+  /// Called when this tensor is the next to be written, so a source that decodes (compressed, GGUF) can
+  /// start while the current one is being written.
+  public var prefetch: (() -> Void)?
 
   public init(info: TensorInfo, load: @escaping () throws -> Tensor, release: (() -> Void)? = nil) {
     self.info = info
@@ -93,8 +96,9 @@ public enum SafetensorsWriter {
       var length = UInt64(header.count).littleEndian
       try withUnsafeBytes(of: &length) { (b) throws(FormatError) in try file.write(b) }
       try file.write(header)
-      for info in ordered {
+      for (i, info) in ordered.enumerated() {
         let tensor: Tensor
+        if i + 1 < ordered.count { byName[ordered[i + 1].name]!.prefetch?() }
         do { tensor = try byName[info.name]!.load() } catch let e as FormatError { throw e } catch {
           throw FormatError.io(file: path, reason: "tensor `\(info.name)`: \(error)")
         }

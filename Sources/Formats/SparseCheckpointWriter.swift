@@ -233,7 +233,8 @@ public enum SparseCheckpointWriter {
         let name = ShardPlanner.shardName(i, of: plan.count)
         let spill = try Spill(path: directory + "/.spill")
         var descriptors = JSONObject()
-        for m in members {
+        for (k, m) in members.enumerated() {
+          if k + 1 < members.count { sources[members[k + 1]].prefetch?() }
           let tensor: Tensor
           do { tensor = try sources[m].load() } catch let e as FormatError { throw e } catch {
             throw FormatError.io(file: output, reason: "tensor `\(sources[m].info.name)`: \(error)")
