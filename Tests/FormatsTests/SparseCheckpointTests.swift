@@ -108,6 +108,32 @@ import Testing
     }
   }
 
+  /// Every dtype the toolkit knows rides through every layout: floats with a byte per element or more
+  /// are compressed (when large enough), the rest are stored raw, and all come back bit for bit.
+  @Test func everyDTypeSurvivesEveryLayout() throws {
+    let tmp = try TemporaryDirectory()
+    var tensors: [Tensor] = []
+    var generator = SystemRandomNumberGenerator()
+    for (k, dtype) in DType.allCases.enumerated() {
+      for (shape, suffix) in [([64, 64], "_proj.weight"), ([8], ".small")] {
+        let info = TensorInfo(name: "model.layers.\(k).\(dtype.rawValue.lowercased())\(suffix)", dtype: dtype, shape: shape)
+        var bytes = (0..<info.byteCount!).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let size = max(1, dtype.bits / 8)
+        for i in stride(from: 0, to: bytes.count - size, by: 2 * size) { for b in 0..<size { bytes[i + b] = 0 } }  // half zeros
+        tensors.append(try Tensor(name: info.name, dtype: dtype, shape: shape, data: bytes))
+      }
+    }
+    try Self.write(tensors, to: tmp.file("dense"))
+    for format in [SparseFormat.espalier, .sparseBitmask] {
+      var options = ConvertOptions()
+      options.compression = CompressionOptions(format: format)
+      _ = try Converter.convert(input: tmp.file("dense"), output: tmp.file(format.rawValue), options: options)
+      try Self.expectSameTensors(try Checkpoint.open(tmp.file(format.rawValue)), tensors, "\(format)")
+      _ = try Converter.convert(input: tmp.file(format.rawValue), output: tmp.file(format.rawValue + "-dense"), options: ConvertOptions())
+      #expect(try readBytes(tmp.file(format.rawValue + "-dense/model.safetensors")) == readBytes(tmp.file("dense/model.safetensors")))
+    }
+  }
+
   @Test func twoFourLayoutsTakeExactlyTheTensorsThatFit() throws {
     let tmp = try TemporaryDirectory()
     let fits = [
