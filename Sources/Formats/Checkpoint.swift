@@ -74,6 +74,37 @@ public struct SideFile: Equatable, Sendable {
   }
 }
 
+extension SideFile {
+  /// The file's text (read from disk for a copy).
+  public func text() throws(FormatError) -> String {
+    switch content {
+    case .text(let t): return t
+    case .copy(let source):
+      let mapped = try MappedFile(path: source)
+      return mapped.withBytes { String(decoding: $0, as: UTF8.self) }
+    }
+  }
+
+  /// A JSON side file as transformers writes config.json: indent 2, sorted keys, a final newline.
+  public static func json(_ name: String, _ root: JSONObject) -> SideFile {
+    SideFile(name: name, content: .text(JSONWriter.pretty(.object(root)) + "\n"))
+  }
+
+  /// This JSON side file changed by `edit`; itself, byte for byte, when `edit` changes nothing.
+  public func editingJSON(_ edit: (inout JSONObject) -> Void) throws(FormatError) -> SideFile {
+    let root: JSONObject
+    do {
+      guard let object = try JSONParser.parse(Array(try text().utf8)).objectValue else {
+        throw FormatError.io(file: name, reason: "not a JSON object")
+      }
+      root = object
+    } catch let error as FormatError { throw error } catch { throw .io(file: name, reason: "invalid JSON: \(error)") }
+    var edited = root
+    edit(&edited)
+    return edited == root ? self : .json(name, edited)
+  }
+}
+
 public enum Checkpoint {
   public enum Kind: String, Sendable { case safetensors, gguf, hdf5 }
 

@@ -128,14 +128,10 @@ public enum Converter {
   static func settingTorchDtype(_ sides: [SideFile], _ dtype: DType) throws(FormatError) -> [SideFile] {
     let names: [DType: String] = [.f32: "float32", .f16: "float16", .bf16: "bfloat16"]
     guard let name = names[dtype], let i = sides.firstIndex(where: { $0.name == "config.json" }) else { return sides }
-    var root: JSONObject
-    do { root = try JSONParser.parse(Array(try sides[i].text().utf8)).objectValue ?? JSONObject() } catch {
-      throw .io(file: "config.json", reason: "\(error)")
-    }
-    guard root["torch_dtype"] != nil || root["dtype"] != nil else { return sides }
-    for key in ["torch_dtype", "dtype"] where root[key] != nil { root[key] = .string(name) }
     var result = sides
-    result[i].content = .text(JSONWriter.pretty(.object(root)) + "\n")
+    result[i] = try sides[i].editingJSON { root in
+      for key in ["torch_dtype", "dtype"] where root[key] != nil { root[key] = .string(name) }
+    }
     return result
   }
 

@@ -158,15 +158,11 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
   public func sideFiles() throws(FormatError) -> [SideFile] {
     var sides = storage.sideFiles()
     guard format != .espalier, let i = sides.firstIndex(where: { $0.name == "config.json" }) else { return sides }
-    var root: JSONObject
-    do { root = try JSONParser.parse(Array(try sides[i].text().utf8)).objectValue ?? JSONObject() } catch {
-      throw .io(file: path, reason: "config.json: \(error)")
-    }
-    if var q = root["quantization_config"]?.objectValue {
+    sides[i] = try sides[i].editingJSON { root in
+      guard var q = root["quantization_config"]?.objectValue else { return }
       q["sparsity_config"] = nil
       root["quantization_config"] = q.keys.contains("config_groups") ? .object(q) : nil
     }
-    sides[i].content = .text(JSONWriter.pretty(.object(root)) + "\n")
     return sides
   }
 

@@ -173,26 +173,19 @@ enum CompressedTensorsLayout {
     ], counted: (rows * cols, stored), fitsTwoFour: true)
   }
 
-  /// config.json with the quantization_config compressed-tensors reads (formats.md §2.2).
+  /// The quantization_config compressed-tensors reads from config.json (formats.md §2.2).
   /// `globalSparsity` is llm-compressor's: percent of zero parameters over the whole model.
-  static func config(_ original: String?, format: SparseFormat, globalSparsity: Double, twoFour: Bool, file: String) throws(FormatError) -> String {
-    var root = JSONObject()
-    if let original {
-      do { root = try JSONParser.parse(Array(original.utf8)).objectValue ?? JSONObject() } catch {
-        throw .io(file: file, reason: "config.json: \(error)")
-      }
-    }
+  static func quantizationConfig(format: SparseFormat, globalSparsity: Double, twoFour: Bool) -> JSONValue {
     let sparsity = JSONObject([
       ("format", .string(format.rawValue)), ("global_sparsity", .number(String(globalSparsity))),
       ("ignore", .array([.string("lm_head")])), ("registry_requires_subclass", .bool(false)),
       ("sparsity_structure", .string(twoFour ? "2:4" : "unstructured")),
       ("targets", .array([.string("Linear")])),
     ])
-    root["quantization_config"] = .object(JSONObject([
+    return .object(JSONObject([
       ("quant_method", .string("compressed-tensors")), ("sparsity_config", .object(sparsity)),
       ("transform_config", .object(JSONObject())), ("version", .string(version)),
     ]))
-    return JSONWriter.pretty(.object(root)) + "\n"
   }
 }
 
@@ -270,10 +263,14 @@ public enum SparseCheckpointWriter {
       }
       var sides = sideFiles
       if options.format != .espalier {
-        let original = try sides.first { $0.name == "config.json" }.map { (s) throws(FormatError) in try s.text() }
         let sparsity = elements == 0 ? 0 : Double(elements - stored) / Double(elements) * 100
-        sides.removeAll { $0.name == "config.json" }
-        sides.append(SideFile(name: "config.json", content: .text(try CompressedTensorsLayout.config(original, format: options.format, globalSparsity: sparsity, twoFour: targets > 0 && twoFour == targets, file: output))))
+        let quantization = CompressedTensorsLayout.quantizationConfig(
+          format: options.format, globalSparsity: sparsity, twoFour: targets > 0 && twoFour == targets)
+        if let i = sides.firstIndex(where: { $0.name == "config.json" }) {
+          sides[i] = try sides[i].editingJSON { $0["quantization_config"] = quantization }
+        } else {
+          sides.append(.json("config.json", JSONObject([("quantization_config", quantization)])))
+        }
       }
       for side in sides {
         try side.write(into: directory)
@@ -313,17 +310,5 @@ final class Spill {
       }, release: { mapped.release(part.range) })
     }
     try SafetensorsWriter.write(sources, to: target, metadata: metadata)
-  }
-}
-
-extension SideFile {
-  /// The file's text (read from disk for a copy).
-  func text() throws(FormatError) -> String {
-    switch content {
-    case .text(let t): return t
-    case .copy(let source):
-      let mapped = try MappedFile(path: source)
-      return mapped.withBytes { String(decoding: $0, as: UTF8.self) }
-    }
   }
 }
