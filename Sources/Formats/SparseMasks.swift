@@ -282,13 +282,16 @@ public enum SparseMasks {
     }
     let bytes = code.codeBytes(groups: groups)
     let blocks = min(bytes, Parallel.workers * 4)
-    nonisolated(unsafe) let (c, v, d) = (codes.baseAddress!, values.baseAddress!, dense.baseAddress!)
+    // Typed pointers made here, so the parallel body captures no metatype.
+    nonisolated(unsafe) let c = codes.baseAddress!
+    nonisolated(unsafe) let input = values.baseAddress!.assumingMemoryBound(to: T.self)
+    nonisolated(unsafe) let out = dense.baseAddress!.assumingMemoryBound(to: T.self)
+    nonisolated(unsafe) let raw = dense.baseAddress!
+    let size = MemoryLayout<T>.size
     let table = digits
     DispatchQueue.concurrentPerform(iterations: blocks) { k in
       let g0 = bytes * k / blocks * gpb, g1 = min(groups, bytes * (k + 1) / blocks * gpb)
-      memset(d + g0 * m * MemoryLayout<T>.size, 0, (g1 - g0) * m * MemoryLayout<T>.size)
-      let out = (d + g0 * m * MemoryLayout<T>.size).assumingMemoryBound(to: T.self) - g0 * m
-      let input = v.assumingMemoryBound(to: T.self)
+      memset(raw + g0 * m * size, 0, (g1 - g0) * m * size)
       table.withUnsafeBufferPointer { table in
         var g = g0
         while g < g1 {
