@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p fuzz/bin
-sources=(DType DTypeConversion FormatError JSON MappedFile Tensor Safetensors SafetensorsWriter Shards AtomicFile)
+sources=(DType DTypeConversion FormatError JSON MappedFile Tensor Safetensors/Safetensors Safetensors/SafetensorsWriter Safetensors/Shards AtomicFile)
 swiftc -swift-version 6 -O -parse-as-library -sanitize=fuzzer,address \
   -module-name SafetensorsFuzz \
   $(for s in "${sources[@]}"; do echo "Sources/Formats/$s.swift"; done) \

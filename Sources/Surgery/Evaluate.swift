@@ -14,18 +14,6 @@ public struct PerplexityReport: Sendable {
   public var perplexity: Double { exp(nll) }
 }
 
-public struct ChoiceItem: Sendable {
-  public var context: String
-  public var choices: [String]
-  public var label: Int
-
-  public init(context: String, choices: [String], label: Int) {
-    self.context = context
-    self.choices = choices
-    self.label = label
-  }
-}
-
 public struct ChoiceReport: Sendable {
   public var items: Int
   /// Fraction whose highest summed log-likelihood is the label.

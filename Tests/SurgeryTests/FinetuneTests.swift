@@ -156,7 +156,7 @@ func prunedTinyModel() throws -> (LlamaModel, SafetensorsFile) {
     let golden = try #require(try BaselineGoldenTests.json("alpaca_tiny_golden.json").objectValue)
     let eos = Int32(try #require(golden["eos_id"]?.intValue))
     let tokenizer = try Tokenizer(contentsOf: fixturePath("tiny-llama/tokenizer.json"))
-    let records = try TrainingDataFile.read(fixturePath("adapt/alpaca_tiny.json"))
+    let records = try Corpus.records(fixturePath("adapt/alpaca_tiny.json"))
     let expected = try #require(golden["records"]?.arrayValue)
     #expect(records.count == expected.count)
     func ints(_ v: JSONValue?) -> [Int32] {

@@ -285,7 +285,7 @@ func benchEngine(model path: String, B: Int, T: Int) throws {
 func benchFinetuneStep(model path: String, method: AdapterMethod, text: String, B: Int, T: Int, rank: Int) throws {
   let model = try LlamaModel.load(path, maxPositions: T)
   let data = TrainingData(
-    records: try TrainingDataFile.read(text), tokenizer: try Tokenizer.forCheckpoint(path), length: T,
+    records: try Corpus.records(text), tokenizer: try Tokenizer.forCheckpoint(path), length: T,
     eos: Int32(model.config.eosTokenIDs.first ?? 0))
   let windows = Array(data.windows.prefix(8 * B))
   let rule: ScaleRule = method == .lors ? .rslora : .lora

@@ -1,4 +1,4 @@
-// Training windows from records (Formats' TrainingDataFile), and the seeded order they are drawn in.
+// Training windows from records (Formats' Corpus), and the seeded order they are drawn in.
 //
 // Text records are joined into one token stream, each document followed by EOS, and cut into windows of
 // T + 1 tokens with stride T: inputs are the first T, targets the last T (every token is predicted once).

@@ -57,14 +57,14 @@ struct EvalCommand: ParsableCommand {
       Log.info("model: \(llama.config.layers) layers, \(llama.params.bytes / 1_000_000) MB of f32 weights; "
         + "activations planned: \(plan.bytes(layers: llama.config.layers) / 1_000_000) MB for \(batchSize) × \(seqLen)")
       if let text {
-        let tokens = tokenizer.encode(try EvalInputs.text(text))
+        let tokens = tokenizer.encode(try Corpus.text(text))
         let progress = Progress("eval", total: 0)
         let report = try Evaluate.perplexity(model: llama, tokens: tokens, seqLen: seqLen, limit: limit, batchSize: batchSize) {
           done, total in progress.update(done, of: total)
         }
         EvalSummary.print(report, seconds: clock.seconds, json: json)
       } else if let choices {
-        var items = try EvalInputs.choices(choices)
+        var items = try Corpus.choices(choices)
         if let limit { items = Array(items.prefix(limit)) }
         let progress = Progress("eval", total: 0)
         let report = try Evaluate.multipleChoice(model: llama, tokenizer: tokenizer, items: items) { done, total in

@@ -107,7 +107,7 @@ struct FinetuneCommand: ParsableCommand {
     let T = min(seqLen, llama.config.maxPositionEmbeddings)
     let tokenizer = try Tokenizer.forCheckpoint(model)
     let eos = Int32(llama.config.eosTokenIDs.first ?? tokenizer.id(of: "<|endoftext|>").map(Int.init) ?? 0)
-    let records = try TrainingDataFile.read(data)
+    let records = try Corpus.records(data)
     let trainingData = TrainingData(records: records, tokenizer: tokenizer, length: T, eos: eos)
     guard !trainingData.windows.isEmpty else { throw ValidationError("\(data): no training windows (empty, or every example's prompt fills --seq-len)") }
     if trainingData.skipped > 0 { Log.warning("\(trainingData.skipped) examples skipped: their prompt alone fills \(T) tokens") }

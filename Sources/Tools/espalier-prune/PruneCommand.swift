@@ -74,7 +74,7 @@ struct PruneCommand: ParsableCommand {
       let length = min(seqLen, llama.config.maxPositionEmbeddings)
       var windows: [[Int32]] = []
       if let calibration, options.method != .magnitude {
-        let tokens = try Tokenizer.forCheckpoint(model).encode(try CalibrationText.read(calibration))
+        let tokens = try Tokenizer.forCheckpoint(model).encode(try Corpus.text(calibration))
         windows = try Calibration.windows(from: tokens, count: nsamples, length: length, seed: seed)
         Log.info("calibration: \(nsamples) windows of \(length) tokens (seed \(seed)) from \(tokens.count) tokens")
       }

@@ -15,15 +15,6 @@ struct TensorFilter: Sendable {
   }
 }
 
-enum CalibrationText {
-  static func read(_ path: String) throws -> String {
-    if path.hasSuffix(".jsonl") {
-      return try JSONLines.read(path).compactMap { $0["text"]?.stringValue }.joined(separator: "\n\n")
-    }
-    return try MappedFile(path: path).withBytes { String(decoding: $0, as: UTF8.self) }
-  }
-}
-
 enum PruneSummary {
   static func print(_ r: PruneReport, options: PruneOptions, output: String, seconds: Double, json: Bool) {
     if json {

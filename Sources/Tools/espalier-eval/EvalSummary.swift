@@ -1,29 +1,8 @@
-// espalier-eval's inputs (text or JSONL) and its reports.
+// espalier-eval's reports: a summary line for people, JSON for pipelines.
 
 import Formats
 import Surgery
 import ToolSupport
-
-enum EvalInputs {
-  static func text(_ path: String) throws -> String {
-    if path.hasSuffix(".jsonl") {
-      return try JSONLines.read(path).compactMap { $0["text"]?.stringValue }.joined(separator: "\n\n")
-    }
-    let mapped = try MappedFile(path: path)
-    return String(decoding: mapped.bytes, as: UTF8.self)
-  }
-
-  static func choices(_ path: String) throws -> [ChoiceItem] {
-    try JSONLines.read(path).enumerated().map { i, o in
-      guard let context = o["context"]?.stringValue, let choices = o["choices"]?.arrayValue?.compactMap(\.stringValue),
-        !choices.isEmpty, let label = o["label"]?.intValue, label < choices.count
-      else {
-        throw FormatError.io(file: path, reason: "line \(i + 1) needs context (string), choices (strings) and label (an index into choices)")
-      }
-      return ChoiceItem(context: context, choices: choices, label: label)
-    }
-  }
-}
 
 enum EvalSummary {
   static func print(_ r: PerplexityReport, seconds: Double, json: Bool) {

@@ -1,8 +1,10 @@
-// Fine-tuning data files, read into records (tokenising and packing them is Surgery's Adapt/Data):
+// Corpus files, the one reader of every text the tools take: calibration (prune), evaluation (eval) and
+// fine-tuning data (finetune). Tokenising and packing them is Surgery's job (Adapt/Data, Calibration).
 //   - a directory: every regular file under it (sorted by path, hidden ones skipped) is one text document;
 //   - *.jsonl: one JSON object per line, either {"text": …} or Alpaca {"instruction", "input"?, "output"};
 //   - *.json: an array of such objects (the Alpaca release format);
 //   - anything else: one plain-text document.
+// Multiple-choice items for eval ({"context", "choices", "label"} per JSONL line) are read here too.
 
 public enum TrainingRecord: Equatable, Sendable {
   /// Free text, trained on every token (packed into windows).
@@ -11,8 +13,9 @@ public enum TrainingRecord: Equatable, Sendable {
   case instruction(instruction: String, input: String, output: String)
 }
 
-public enum TrainingDataFile {
-  public static func read(_ path: String) throws(FormatError) -> [TrainingRecord] {
+public enum Corpus {
+  /// The records of a corpus file or directory.
+  public static func records(_ path: String) throws(FormatError) -> [TrainingRecord] {
     if FileSystem.isDirectory(path) {
       var files: [String] = []
       try collect(path, into: &files)
@@ -42,6 +45,31 @@ public enum TrainingDataFile {
     return [.text(try readText(path))]
   }
 
+  /// The corpus as one text: documents joined by blank lines (an Alpaca example reads as its
+  /// instruction, input and output), for calibration and perplexity.
+  public static func text(_ path: String) throws(FormatError) -> String {
+    try records(path).map { record in
+      switch record {
+      case .text(let text): return text
+      case .instruction(let instruction, let input, let output): return [instruction, input, output].filter { !$0.isEmpty }.joined(separator: "\n\n")
+      }
+    }.joined(separator: "\n\n")
+  }
+
+  /// Multiple-choice items: one {"context": string, "choices": [string], "label": index} per JSONL line.
+  public static func choices(_ path: String) throws(FormatError) -> [ChoiceItem] {
+    var items: [ChoiceItem] = []
+    for (i, o) in try JSONLines.read(path).enumerated() {
+      guard let context = o["context"]?.stringValue, let choices = o["choices"]?.arrayValue?.compactMap(\.stringValue),
+        !choices.isEmpty, let label = o["label"]?.intValue, label >= 0, label < choices.count
+      else {
+        throw .io(file: path, reason: "line \(i + 1) needs context (string), choices (strings) and label (an index into choices)")
+      }
+      items.append(ChoiceItem(context: context, choices: choices, label: label))
+    }
+    return items
+  }
+
   static func record(_ object: JSONObject, file: String, what: String) throws(FormatError) -> TrainingRecord {
     if let text = object["text"]?.stringValue { return .text(text) }
     guard let instruction = object["instruction"]?.stringValue, let output = object["output"]?.stringValue else {
@@ -60,5 +88,18 @@ public enum TrainingDataFile {
       let path = directory + "/" + name
       if FileSystem.isDirectory(path) { try collect(path, into: &files) } else { files.append(path) }
     }
+  }
+}
+
+/// A multiple-choice item: the choice whose tokens are likeliest after the context should be `label`.
+public struct ChoiceItem: Sendable {
+  public var context: String
+  public var choices: [String]
+  public var label: Int
+
+  public init(context: String, choices: [String], label: Int) {
+    self.context = context
+    self.choices = choices
+    self.label = label
   }
 }
