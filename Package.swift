@@ -35,7 +35,7 @@ let package = Package(
     // Shared option groups, reports, exit codes and atomic output for the executables.
     .target(
       name: "ToolSupport",
-      dependencies: ["Formats", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: ["Formats", "Surgery", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Sources/Tools/ToolSupport"),
 
     .executableTarget(name: "espalier", path: "Sources/Tools/espalier"),

@@ -46,3 +46,38 @@ extension FileSystem {
     }
   }
 }
+
+extension FileSystem {
+  /// mkdir -p.
+  public static func makeDirectories(_ path: String) throws(FormatError) {
+    guard !isDirectory(path) else { return }
+    if let slash = path.lastIndex(of: "/"), slash != path.startIndex { try makeDirectories(String(path[..<slash])) }
+    guard mkdir(path, 0o755) == 0 || (errno == EEXIST && isDirectory(path)) else {
+      throw .io(file: path, reason: "cannot create the directory: \(systemErrorText())")
+    }
+  }
+
+  /// Appends text to a file, creating it when missing.
+  public static func append(_ text: String, to path: String) throws(FormatError) {
+    let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw .io(file: path, reason: "cannot open for appending: \(systemErrorText())") }
+    defer { close(fd) }
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+      let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw .io(file: path, reason: "write failed: \(systemErrorText())")
+      }
+      done += n
+    }
+  }
+
+  /// The checkpoint directory of a path: itself when it is a directory, else its parent.
+  public static func checkpointDirectory(of path: String) -> String {
+    if isDirectory(path) { return path }
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return String(path[..<slash])
+  }
+}

@@ -356,3 +356,19 @@ public enum JSONLines {
     return objects
   }
 }
+
+/// A JSON file read whole: a missing file, bad JSON or (for `object`) a non-object root is one
+/// FormatError naming the file.
+public enum JSONFile {
+  public static func read(_ path: String) throws(FormatError) -> JSONValue {
+    let mapped = try MappedFile(path: path)
+    do { return try mapped.withBytes { (b) throws(JSONParseError) in try JSONParser.parse(b) } } catch {
+      throw .io(file: path, reason: "invalid JSON: \(error)")
+    }
+  }
+
+  public static func object(_ path: String) throws(FormatError) -> JSONObject {
+    guard let object = try read(path).objectValue else { throw .io(file: path, reason: "not a JSON object") }
+    return object
+  }
+}

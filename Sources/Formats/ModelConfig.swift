@@ -66,22 +66,7 @@ public struct LlamaConfig: Equatable, Sendable {
   public init(contentsOf path: String) throws(FormatError) {
     let file = FileSystem.isDirectory(path) ? (path.hasSuffix("/") ? path : path + "/") + "config.json" : path
     guard FileSystem.exists(file) else { throw .io(file: file, reason: "no config.json (a Llama checkpoint needs one)") }
-    let mapped = try MappedFile(path: file)
-    defer { withExtendedLifetime(mapped) {} }
-    let root: JSONObject
-    do {
-      guard let object = try JSONParser.parse(mapped.bytes).objectValue else {
-        throw FormatError.invalidIndex(file: file, reason: "not a JSON object")
-      }
-      root = object
-    } catch let error as JSONParseError {
-      throw .io(file: file, reason: "invalid JSON: \(error)")
-    } catch let error as FormatError {
-      throw error
-    } catch {
-      throw .io(file: file, reason: "\(error)")
-    }
-    try self.init(json: root, file: file)
+    try self.init(json: try JSONFile.object(file), file: file)
   }
 
   public init(json o: JSONObject, file: String) throws(FormatError) {

@@ -30,7 +30,7 @@ public enum Evaluate {
     progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> PerplexityReport {
     let length = min(seqLen, all.count)
-    guard length >= 2 else { throw .batchShape(expected: "at least 2 tokens of text", got: "\(all.count)") }
+    guard length >= 2 else { throw .textTooShort(tokens: all.count) }
     var windows = all.count / length
     if let limit { windows = min(windows, limit) }
     var total = 0.0
@@ -69,7 +69,7 @@ public enum Evaluate {
         let continuation = tokenizer.encode(choice)
         let sequence = context + continuation
         guard sequence.count >= 2, !continuation.isEmpty else {
-          throw .batchShape(expected: "a context and a non-empty choice", got: "item \(i)")
+          throw .emptyChoice(item: i)
         }
         let inputs = Array(sequence.dropLast())
         // Only the choice's tokens are scored.

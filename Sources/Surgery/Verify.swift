@@ -81,7 +81,7 @@ public enum Verifier {
       model: model.path, base: base?.path, adapter: adapterDirectory, tensors: [], failures: [], notes: [], options: options)
     var plan: MergePlan?
     if let adapterDirectory {
-      guard let base else { throw .training("--adapter needs --base: the adapter is checked against the base it merges into") }
+      guard let base else { throw .invalidRequest("--adapter needs --base: the adapter is checked against the base it merges into") }
       plan = try Merge.plan(base: base, adapterDirectory: adapterDirectory, allowDensify: true)
       report.method = plan?.adapter.method
     }

@@ -51,11 +51,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
     guard FileSystem.isDirectory(storage.path) else { return nil }
     let path = (storage.path.hasSuffix("/") ? storage.path : storage.path + "/") + "config.json"
     guard FileSystem.exists(path) else { return nil }
-    let mapped = try MappedFile(path: path)
-    let root: JSONValue
-    do { root = try mapped.withBytes { (b) throws(JSONParseError) in try JSONParser.parse(b) } } catch {
-      throw .io(file: path, reason: "invalid JSON: \(error)")
-    }
+    let root = try JSONFile.read(path)
     guard let sparsity = root.objectValue?["quantization_config"]?.objectValue?["sparsity_config"]?.objectValue,
       let name = sparsity["format"]?.stringValue
     else { return nil }

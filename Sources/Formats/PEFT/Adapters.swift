@@ -82,10 +82,7 @@ public enum PEFTAdapter {
 
   public static func readConfig(_ directory: String) throws(FormatError) -> PEFTAdapterConfig {
     let path = directory + "/" + configName
-    let mapped = try MappedFile(path: path)
-    do { return try PEFTAdapterConfig(json: try mapped.withBytes { try JSONParser.parse($0) }, file: path) } catch let e as FormatError { throw e } catch {
-      throw .io(file: path, reason: "invalid JSON: \(error)")
-    }
+    return try PEFTAdapterConfig(json: try JSONFile.read(path), file: path)
   }
 
   public static func openWeights(_ directory: String) throws(FormatError) -> SafetensorsFile {
@@ -102,7 +99,7 @@ public enum PEFTAdapter {
   }
 }
 
-/// The part of espalier.json (written beside a PEFT adapter by espalier finetune) that merge relies on.
+/// The part of espalier.json (written beside a PEFT adapter by TrainingStore.writeAdapter) that merge relies on.
 public struct EspalierAdapterRecord: Sendable {
   public static let fileName = "espalier.json"
   public var method: String
@@ -113,11 +110,8 @@ public struct EspalierAdapterRecord: Sendable {
   public static func read(_ directory: String) throws(FormatError) -> EspalierAdapterRecord? {
     let path = directory + "/" + fileName
     guard FileSystem.exists(path) else { return nil }
-    let root: JSONValue
-    do { root = try MappedFile(path: path).withBytes { try JSONParser.parse($0) } } catch let e as FormatError { throw e } catch {
-      throw .io(file: path, reason: "invalid JSON: \(error)")
-    }
-    guard let o = root.objectValue, let method = o["method"]?.stringValue, let scale = o["scale"]?.doubleValue else {
+    let o = try JSONFile.object(path)
+    guard let method = o["method"]?.stringValue, let scale = o["scale"]?.doubleValue else {
       throw .io(file: path, reason: "missing \"method\" or \"scale\"")
     }
     return EspalierAdapterRecord(method: method, scale: scale, baseFingerprint: o["base_fingerprint"]?.stringValue)

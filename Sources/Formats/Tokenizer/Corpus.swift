@@ -31,10 +31,7 @@ public enum Corpus {
       return records
     }
     if path.hasSuffix(".json") {
-      let mapped = try MappedFile(path: path)
-      let root: JSONValue
-      do { root = try mapped.withBytes { try JSONParser.parse($0) } } catch { throw .io(file: path, reason: "invalid JSON: \(error)") }
-      guard let array = root.arrayValue else { throw .io(file: path, reason: "expected a JSON array of records") }
+      guard let array = try JSONFile.read(path).arrayValue else { throw .io(file: path, reason: "expected a JSON array of records") }
       var records: [TrainingRecord] = []
       for (i, value) in array.enumerated() {
         guard let object = value.objectValue else { throw .io(file: path, reason: "record \(i) is not a JSON object") }

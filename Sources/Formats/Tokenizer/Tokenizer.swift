@@ -32,11 +32,7 @@ public final class Tokenizer: @unchecked Sendable {
   public convenience init(contentsOf path: String) throws(FormatError) {
     let file = FileSystem.isDirectory(path) ? (path.hasSuffix("/") ? path : path + "/") + "tokenizer.json" : path
     guard FileSystem.exists(file) else { throw .io(file: file, reason: "no tokenizer.json") }
-    let mapped = try MappedFile(path: file)
-    defer { withExtendedLifetime(mapped) {} }
-    let root: JSONValue
-    do { root = try JSONParser.parse(mapped.bytes) } catch { throw .io(file: file, reason: "invalid JSON: \(error)") }
-    try self.init(json: root, file: file)
+    try self.init(json: try JSONFile.read(file), file: file)
   }
 
   public init(json root: JSONValue, file: String) throws(FormatError) {

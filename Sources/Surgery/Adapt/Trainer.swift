@@ -65,8 +65,8 @@ public final class Trainer {
   public private(set) var cursor = DataCursor()
 
   public init(model: LlamaModel, adapters: AdapterSet, data: TrainingData, T: Int, options: TrainingOptions) throws(SurgeryError) {
-    guard !data.windows.isEmpty else { throw .training("no training windows: the data is empty or too short") }
-    guard data.windows.allSatisfy({ $0.inputs.count == T }) else { throw .batchShape(expected: "windows of \(T) tokens", got: "other lengths") }
+    guard !data.windows.isEmpty else { throw .noTrainingData(path: "the training data", windowLength: T) }
+    guard data.windows.allSatisfy({ $0.inputs.count == T }) else { throw .windowLength(expected: T) }
     self.model = model
     self.adapters = adapters
     self.data = data

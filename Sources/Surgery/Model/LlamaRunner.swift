@@ -51,14 +51,14 @@ public final class LlamaRunner {
   ) throws(SurgeryError) -> LMHeadResult {
     let c = model.config
     guard tokens.count == N, targets.map({ $0.count == N }) ?? true else {
-      throw .batchShape(expected: "\(plan.B)×\(plan.T) tokens", got: "\(tokens.count) tokens")
+      throw .batchShape(planned: "\(plan.B)×\(plan.T) tokens", got: "\(tokens.count) tokens")
     }
     for t in tokens where t < 0 || Int(t) >= c.vocabSize { throw .invalidToken(id: Int(t), vocabSize: c.vocabSize) }
     for t in targets ?? [] where Int(t) >= c.vocabSize { throw .invalidToken(id: Int(t), vocabSize: c.vocabSize) }
     self.tokens = tokens
     self.targets = targets ?? []
     guard !prepareBackward || plan.training else {
-      throw .batchShape(expected: "a runner planned for training", got: "a scoring-only runner")
+      throw .backwardUnavailable("this runner was planned for scoring only, not training")
     }
     forwardHadTargets = targets != nil && prepareBackward
 
@@ -120,7 +120,7 @@ public final class LlamaRunner {
   /// Backpropagates the loss of the last `forward(…, prepareBackward: true)` to every layer input,
   /// running each linear layer's backward (adapters accumulate their gradients there).
   public func backward() throws(SurgeryError) {
-    guard forwardHadTargets else { throw .batchShape(expected: "a forward with targets and prepareBackward", got: "none") }
+    guard forwardHadTargets else { throw .backwardUnavailable("it needs a forward pass with targets and prepareBackward first") }
     Denormals.flushed { backwardPass() }
   }
 

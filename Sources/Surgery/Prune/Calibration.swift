@@ -55,7 +55,7 @@ public enum Calibration {
   /// documents of the calibration text, joined). Deterministic for a seed.
   public static func windows(from tokens: [Int32], count: Int, length: Int, seed: UInt64) throws(SurgeryError) -> [[Int32]] {
     guard tokens.count > length else {
-      throw .batchShape(expected: "more than \(length) calibration tokens", got: "\(tokens.count)")
+      throw .calibrationTooShort(tokens: tokens.count, windowLength: length)
     }
     var random = SplitMix64(seed: seed)
     return (0..<count).map { _ in
@@ -100,7 +100,7 @@ public enum Pruner {
       return report
     }
     guard let first = windows.first, windows.allSatisfy({ $0.count == first.count }) else {
-      throw .batchShape(expected: "calibration windows of one length", got: "none or mixed")
+      throw .calibrationWindows(windows.isEmpty ? "none given" : "they differ in length")
     }
     let T = first.count, C = c.hiddenSize
     let batch = max(1, min(options.batchSize, windows.count))

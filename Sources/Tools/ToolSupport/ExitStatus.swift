@@ -2,6 +2,7 @@
 // (ArgumentParser's code for validation errors).
 
 import ArgumentParser
+import Surgery
 
 public enum ExitStatus {
   public static let success = ExitCode.success
@@ -10,7 +11,8 @@ public enum ExitStatus {
   public static let usage = ExitCode.validationFailure
 }
 
-/// Runs a tool body: library errors become one clear message on stderr and exit code 2.
+/// Runs a tool body: library errors become one clear message on stderr and an exit code: 1 for
+/// training that stopped, 64 for a request the library refused, 2 for everything else (unreadable input).
 public func runReportingErrors(_ body: () throws -> Void) throws {
   do {
     try body()
@@ -18,6 +20,13 @@ public func runReportingErrors(_ body: () throws -> Void) throws {
     throw exit
   } catch let error as ValidationError {
     throw error
+  } catch let error as SurgeryError {
+    Log.error("\(error)")
+    switch error {
+    case .training: throw ExitStatus.checkFailed
+    case .resume, .invalidRequest: throw ExitStatus.usage
+    default: throw ExitStatus.unreadableInput
+    }
   } catch {
     Log.error("\(error)")
     throw ExitStatus.unreadableInput

@@ -1,6 +1,7 @@
 // stdout: human tables and machine-readable JSON reports.
 
 import Formats
+import Foundation
 
 public enum Output {
   public static func line(_ text: String = "") {
@@ -58,6 +59,16 @@ public enum Format {
     let units: [(Double, String)] = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")]
     for (size, name) in units where Double(n) >= size { return fixed(Double(n) / size, 2) + " " + name }
     return "\(n) B"
+  }
+
+  /// Three significant digits, as printf's %.3g (learning rates).
+  public static func general(_ value: Double) -> String { String(format: "%.3g", value) }
+
+  /// "1h2m", "3m4s", "5s"; "?" when unknown.
+  public static func duration(_ seconds: Double) -> String {
+    guard seconds.isFinite else { return "?" }
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
   }
 
   public static func shape(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }

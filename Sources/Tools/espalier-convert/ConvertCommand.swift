@@ -29,44 +29,31 @@ struct ConvertCommand: ParsableCommand {
   @Argument(help: "Where to write (file or directory, see above).", completion: .file())
   var output: String
 
-  @Option(help: "Dtype of floating-point tensors in the output: f32, f16, bf16 or keep (integers always keep theirs).")
-  var dtype: String = "keep"
+  @Option(help: "Dtype of floating-point tensors in the output (integers always keep theirs).")
+  var dtype = OutputDType.keep
 
-  @Option(help: "Largest shard of a directory output, in decimal (5GB = 5e9 bytes) or binary (GiB) units.")
-  var maxShardSize: String = "5GB"
+  @OptionGroup var shards: ShardOptions
 
   @Flag(help: "Write a compressed sparse checkpoint directory (see --format).")
   var compress = false
 
-  @Option(help: "Layout of --compress output: espalier, sparse-bitmask or sparse-24-bitmask.")
-  var format: String = "espalier"
+  @Option(help: "Layout of --compress output.")
+  var format = SparseFormat.espalier
 
   @Option(help: "zstd level of the espalier layout (1-19; higher is smaller and slower to write, not to read).")
   var level: Int = 3
 
-  @Flag(help: "Replace OUT if it exists.")
-  var overwrite = false
-
-  @Flag(help: "Print a JSON report on stdout instead of the summary.")
-  var json = false
+  @OptionGroup var out: OutputOptions
+  @OptionGroup var report: ReportOptions
 
   func validate() throws {
-    if dtype != "keep", DType(userName: dtype).map({ [.f32, .f16, .bf16].contains($0) }) != true {
-      throw ValidationError("--dtype must be f32, f16, bf16 or keep, not `\(dtype)`")
-    }
-    guard SparseFormat(rawValue: format) != nil else {
-      throw ValidationError("--format must be espalier, sparse-bitmask or sparse-24-bitmask, not `\(format)`")
-    }
     guard ZstdFrames.levels.contains(level) else { throw ValidationError("--level must be in \(ZstdFrames.levels), not \(level)") }
-    do { _ = try ByteSize.parse(maxShardSize) } catch { throw ValidationError("--max-shard-size: \(error)") }
   }
 
   func run() throws {
     try runReportingErrors {
-      var options = ConvertOptions(
-        dtype: dtype == "keep" ? nil : DType(userName: dtype), maxShardSize: try ByteSize.parse(maxShardSize),
-        overwrite: overwrite)
-      if compress { options.compression = CompressionOptions(format: SparseFormat(rawValue: format)!, level: level) }
+      var options = ConvertOptions(dtype: dtype.dtype, maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite)
+      if compress { options.compression = CompressionOptions(format: format, level: level) }
       var progress: Progress?
       let clock = Stopwatch()
       let report = try Converter.convert(input: input, output: output, options: options) { done, total in
@@ -74,7 +61,7 @@ struct ConvertCommand: ParsableCommand {
         progress?.update(done)
       }
       for note in report.notes { Log.info("note: \(note)") }
-      ConvertSummary.print(report, seconds: clock.seconds, json: json)
+      ConvertSummary.print(report, seconds: clock.seconds, json: self.report.json)
     }
   }
 }

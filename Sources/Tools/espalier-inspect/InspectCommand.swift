@@ -21,30 +21,25 @@ struct InspectCommand: ParsableCommand {
   var path: String
 
   @Option(help: "Check N:M conformance: at least N zeros in every group of M along the last dimension (e.g. 2:4).")
-  var pattern: String?
+  var pattern: NMPattern?
 
   @Flag(help: "Read headers only: skip sparsity and pattern checks (fast on any size).")
   var headersOnly = false
 
-  @Flag(help: "Print a JSON report on stdout instead of the table.")
-  var json = false
+  @OptionGroup var output: ReportOptions
 
   func validate() throws {
-    if let pattern {
-      do { _ = try NMPattern(parsing: pattern) } catch { throw ValidationError("\(error)") }
-    }
     if headersOnly && pattern != nil { throw ValidationError("--pattern needs the tensor data; drop --headers-only") }
   }
 
   func run() throws {
     try runReportingErrors {
-      let nm = try pattern.map { try NMPattern(parsing: $0) }
       let checkpoint = try Checkpoint.open(path)
       let progress = Progress("inspect", total: checkpoint.infos.count)
-      let report = try Inspector.inspect(checkpoint, pattern: nm, readData: !headersOnly) { done, _ in
+      let report = try Inspector.inspect(checkpoint, pattern: pattern, readData: !headersOnly) { done, _ in
         progress.update(done)
       }
-      if json { Output.json(InspectReport.json(report)) } else { InspectReport.printTable(report) }
+      if output.json { Output.json(InspectReport.json(report)) } else { InspectReport.printTable(report) }
     }
   }
 }

@@ -28,13 +28,12 @@ struct MergeCommand: ParsableCommand {
   @Argument(help: "The output checkpoint directory.", completion: .directory) var output: String
   @Flag(help: "Merge a plain LoRA adapter even though it fills the base's zeros.") var allowDensify = false
   @Flag(help: "Fail when a kept weight would become zero, instead of raising it to the smallest normal.") var strict = false
-  @Option(help: "Shard size of the output (decimal units).") var maxShardSize = "5GB"
-  @Flag(help: "Replace OUT if it exists.") var overwrite = false
-  @Flag(help: "Print a JSON report on stdout instead of the summary.") var json = false
+  @OptionGroup var shards: ShardOptions
+  @OptionGroup var out: OutputOptions
+  @OptionGroup var report: ReportOptions
 
   func validate() throws {
-    do { _ = try ByteSize.parse(maxShardSize) } catch { throw ValidationError("--max-shard-size: \(error)") }
-    if !overwrite && FileManager.default.fileExists(atPath: output) { throw ValidationError("\(output) exists; pass --overwrite to replace it") }
+    if !out.overwrite && FileManager.default.fileExists(atPath: output) { throw ValidationError("\(output) exists; pass --overwrite to replace it") }
   }
 
   func run() throws {
@@ -43,7 +42,7 @@ struct MergeCommand: ParsableCommand {
       var options = MergeOptions()
       options.allowDensify = allowDensify
       options.strict = strict
-      options.output = ConvertOptions(maxShardSize: try ByteSize.parse(maxShardSize), overwrite: overwrite)
+      options.output = ConvertOptions(maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite)
       let reader = try Checkpoint.open(base)
       let report: MergeReport
       do {
@@ -56,7 +55,7 @@ struct MergeCommand: ParsableCommand {
       }
       for (name, count) in report.raised { Log.warning("\(name): \(count) kept weights raised to the smallest normal (they would have become zero)") }
       let raised = report.raised.reduce(0) { $0 + $1.count }
-      if json {
+      if self.report.json {
         Output.json(.object(JSONObject([
           ("output", .string(output)), ("method", .string(report.method.rawValue)), ("scale", .number(String(report.scale))),
           ("merged_tensors", .number(String(report.mergedTensors))), ("raised_weights", .number(String(raised))),

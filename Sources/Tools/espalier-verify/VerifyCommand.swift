@@ -29,14 +29,13 @@ struct VerifyCommand: ParsableCommand {
   @Option(help: "The adapter directory merged into --base to give MODEL.", completion: .directory) var adapter: String?
   @Option(help: "Minimum global sparsity of the projection weights, a fraction (e.g. 0.5); no minimum by default.")
   var sparsity: Double?
-  @Option(help: "Require N:M in every projection weight: at least N zeros in each group of M (e.g. 2:4).") var pattern: String?
+  @Option(help: "Require N:M in every projection weight: at least N zeros in each group of M (e.g. 2:4).") var pattern: NMPattern?
   @Flag(help: "Let projection weights have zeros where the base has values.") var allowNewZeros = false
   @Flag(help: "Do not fail on NaN or Inf values.") var allowNonfinite = false
   @Flag(help: "List every tensor in the table, not only projections and failures.") var all = false
-  @Flag(help: "Print a JSON report on stdout instead of the table.") var json = false
+  @OptionGroup var report: ReportOptions
 
   func validate() throws {
-    if let pattern { do { _ = try NMPattern(parsing: pattern) } catch { throw ValidationError("\(error)") } }
     if let sparsity, !(0...1).contains(sparsity) { throw ValidationError("--sparsity is a fraction in [0, 1], not \(sparsity)") }
     if adapter != nil && base == nil { throw ValidationError("--adapter needs --base (the checkpoint the adapter was merged into)") }
   }
@@ -44,17 +43,17 @@ struct VerifyCommand: ParsableCommand {
   func run() throws {
     var options = VerifyOptions()
     options.minSparsity = sparsity
-    options.pattern = try pattern.map { try NMPattern(parsing: $0) }
+    options.pattern = pattern
     options.allowNewZeros = allowNewZeros
     options.allowNonfinite = allowNonfinite
-    var report: VerifyReport?
+    var verdict: VerifyReport?
     let clock = Stopwatch()
     try runReportingErrors {
       let reader = try Checkpoint.open(model)
       let baseReader = try base.map { try Checkpoint.open($0) }
       let progress = Progress("verify", total: reader.infos.count)
       do {
-        report = try Verifier.verify(model: reader, base: baseReader, adapterDirectory: adapter, options: options) { done, _ in
+        verdict = try Verifier.verify(model: reader, base: baseReader, adapterDirectory: adapter, options: options) { done, _ in
           progress.update(done)
         }
       } catch let error as SurgeryError {
@@ -64,9 +63,9 @@ struct VerifyCommand: ParsableCommand {
         throw ExitStatus.checkFailed
       }
     }
-    guard let report else { return }
+    guard let verdict else { return }
     let seconds = clock.seconds
-    if json { Output.json(VerifyOutput.json(report, seconds: seconds)) } else { VerifyOutput.print(report, all: all, seconds: seconds) }
-    if !report.passed { throw ExitStatus.checkFailed }
+    if report.json { Output.json(VerifyOutput.json(verdict, seconds: seconds)) } else { VerifyOutput.print(verdict, all: all, seconds: seconds) }
+    if !verdict.passed { throw ExitStatus.checkFailed }
   }
 }

@@ -1,0 +1,339 @@
+// `espalier finetune` as one library call: load the base and the data, build the adapters, initialise
+// them (or resume from the newest checkpoint with the same settings), train with checkpoints every
+// `saveEvery` steps and a JSON line per step, and write the PEFT adapter with espalier.json. Progress is
+// reported through a callback; the bytes go through Formats' TrainingStore.
+
+import Formats
+import Foundation
+
+public enum AdapterInit: String, Sendable, CaseIterable {
+  /// LoRS' gradient-SVD initialisation (GradientInit).
+  case gradient
+  /// Kaiming-uniform input side, zero output side (PEFT's default).
+  case random
+}
+
+public struct FinetuneOptions: Sendable {
+  public var method: AdapterMethod = .lors
+  public var rank = 16
+  public var alpha = 16.0
+  /// nil: rslora for lors, lora for the baselines.
+  public var scaleRule: ScaleRule?
+  public var gradient: LoRSGradient = .reordered
+  public var dropout = 0.0
+  public var targets = ProjectionNames.all
+  /// nil: gradient for lors, random for the baselines.
+  public var initialization: AdapterInit?
+  public var initSamples = 128
+  /// Bytes of dense gradients the gradient init may hold at once.
+  public var maxMemory = 2_000_000_000
+  public var lr = 2e-5
+  public var minLr = 1e-6
+  public var warmup = 0
+  public var weightDecay = 0.0
+  public var maxGradNorm = 1.0
+  public var batchSize = 4
+  public var gradAccum = 4
+  public var seqLen = 512
+  /// nil: from `epochs`.
+  public var steps: Int?
+  public var epochs = 3.0
+  public var seed: UInt64 = 0
+  /// Checkpoint every N steps (0 = only at the end).
+  public var saveEvery = 100
+  /// Continue from the newest checkpoint in the output directory.
+  public var resume = false
+  /// Start afresh in an existing output directory.
+  public var overwrite = false
+  public init() {}
+
+  public var resolvedScaleRule: ScaleRule { scaleRule ?? (method == .lors ? .rslora : .lora) }
+  public var resolvedInit: AdapterInit { initialization ?? (method == .lors ? .gradient : .random) }
+}
+
+/// What a run reports while it works.
+public enum FinetuneEvent: Sendable {
+  case info(String)
+  case warning(String)
+  /// Gradient-init passes: projections whose averaged gradient is done.
+  case initProgress(done: Int, total: Int)
+  /// A step was taken; throughput and the estimated seconds left are over this process's steps.
+  case step(StepRecord, totalSteps: Int, tokensPerSecond: Double, secondsLeft: Double)
+}
+
+public struct FinetuneReport: Sendable {
+  public var settings: FinetuneSettings
+  public var steps: Int
+  public var last: StepRecord?
+  public var tokensPerSecond: Double
+}
+
+/// The settings a checkpoint must share with the run that resumes it (trainer_state.json's "run").
+public struct FinetuneSettings: Sendable {
+  public var method: AdapterMethod
+  public var rank: Int
+  public var alpha: Double
+  public var dropout: Double
+  public var scaleRule: ScaleRule
+  public var scale: Float
+  public var gradient: LoRSGradient
+  public var targets: [String]
+  public var initialization: AdapterInit
+  public var initSamples: Int
+  public var seqLen: Int
+  public var training: TrainingOptions
+  public var baseFingerprint: String
+  public var windows: Int
+  public var targetTokens: Int
+
+  var fields: [(String, JSONValue)] {
+    func number<T>(_ v: T) -> JSONValue { .number(String(describing: v)) }
+    return [
+      ("method", .string(method.rawValue)), ("rank", number(rank)), ("alpha", number(alpha)), ("dropout", number(dropout)),
+      ("scale_rule", .string(scaleRule.rawValue)), ("scale", number(scale)), ("gradient", .string(gradient.rawValue)),
+      ("targets", .array(targets.map { .string($0) })), ("init", .string(initialization.rawValue)), ("init_samples", number(initSamples)),
+      ("seq_len", number(seqLen)), ("batch_size", number(training.batchSize)), ("grad_accum", number(training.gradAccum)),
+      ("steps", number(training.steps)), ("lr", number(training.schedule.base)), ("min_lr", number(training.schedule.floor)),
+      ("warmup", number(training.schedule.warmup)), ("weight_decay", number(training.weightDecay)),
+      ("max_grad_norm", number(training.maxGradNorm)), ("seed", number(training.seed)),
+      ("base_fingerprint", .string(baseFingerprint)), ("data_windows", number(windows)), ("data_target_tokens", number(targetTokens)),
+    ]
+  }
+
+  public var json: JSONValue { .object(JSONObject(fields)) }
+
+  /// "key: checkpoint X, now Y" for every field that differs.
+  func differences(from saved: JSONObject) -> [String] {
+    fields.compactMap { key, value in
+      let old = saved[key] ?? .null
+      return old == value ? nil : "\(key): checkpoint \(JSONWriter.pretty(old)), now \(JSONWriter.pretty(value))"
+    }
+  }
+}
+
+public enum Finetune {
+  /// Trains adapters on the checkpoint at `modelPath` with the records of `dataPath`, into `output`.
+  public static func run(
+    modelPath: String, dataPath: String, output: String, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
+  ) throws(SurgeryError) -> FinetuneReport {
+    let started = Date()
+    let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen)
+    let T = min(o.seqLen, llama.config.maxPositionEmbeddings)
+    let tokenizer: Tokenizer, records: [TrainingRecord]
+    do {
+      tokenizer = try Tokenizer.forCheckpoint(modelPath)
+      records = try Corpus.records(dataPath)
+    } catch { throw .format(error) }
+    let eos = Int32(llama.config.eosTokenIDs.first ?? tokenizer.id(of: "<|endoftext|>").map(Int.init) ?? 0)
+    let data = TrainingData(records: records, tokenizer: tokenizer, length: T, eos: eos)
+    guard !data.windows.isEmpty else { throw .noTrainingData(path: dataPath, windowLength: T) }
+    if data.skipped > 0 { events(.warning("\(data.skipped) examples skipped: their prompt alone fills \(T) tokens")) }
+    let totalSteps = o.steps ?? max(1, Int((o.epochs * Double(data.windows.count) / Double(o.batchSize * o.gradAccum)).rounded(.up)))
+    events(.info("data: \(records.count) records -> \(data.windows.count) windows of \(T) tokens, \(data.targetTokens) target tokens; \(totalSteps) steps"))
+
+    let rule = o.resolvedScaleRule
+    let adapters = try AdapterSet(model: llama, method: o.method, rank: o.rank, scale: rule.scale(alpha: o.alpha, rank: o.rank), targets: o.targets)
+    adapters.dropout = Float(o.dropout)
+    var training = TrainingOptions(steps: totalSteps, schedule: CosineSchedule(base: o.lr, floor: o.minLr, warmup: o.warmup, total: totalSteps))
+    training.batchSize = o.batchSize
+    training.gradAccum = o.gradAccum
+    training.weightDecay = o.weightDecay
+    training.maxGradNorm = o.maxGradNorm
+    training.seed = o.seed
+    training.gradient = o.gradient
+    let settings = FinetuneSettings(
+      method: o.method, rank: o.rank, alpha: o.alpha, dropout: o.dropout, scaleRule: rule, scale: adapters.scale, gradient: o.gradient,
+      targets: o.targets, initialization: o.resolvedInit, initSamples: o.initSamples, seqLen: T, training: training,
+      baseFingerprint: adapters.baseFingerprint(model: llama), windows: data.windows.count, targetTokens: data.targetTokens)
+    let store = TrainingStore(directory: output)
+
+    let trainer: Trainer
+    do {
+      if o.resume {
+        guard let latest = store.latestCheckpoint() else { throw SurgeryError.resume("no checkpoint in \(store.checkpoints)") }
+        let state = try store.checkpointState(latest)
+        let differences = settings.differences(from: state["run"]?.objectValue ?? JSONObject())
+        guard differences.isEmpty else {
+          throw SurgeryError.resume("the checkpoint was made with other settings: " + differences.joined(separator: "; "))
+        }
+        trainer = try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
+        try trainer.restore(try TrainingCheckpoint.state(state, try store.checkpointTensors(latest), layout: adapters.params.layout, path: latest))
+        try store.truncateLog(afterStep: trainer.step)
+        events(.info("resumed from \(latest) at step \(trainer.step)"))
+      } else {
+        try store.create(replacing: o.overwrite)
+        try initialize(adapters, llama: llama, data: data, T: T, options: o, events: events)
+        trainer = try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
+      }
+    } catch let error as SurgeryError {
+      throw error
+    } catch let error as FormatError {
+      throw .format(error)
+    } catch {
+      throw .format(.io(file: output, reason: "\(error)"))
+    }
+    events(.info(
+      "\(o.method.rawValue): \(adapters.prefixes.count) projections, \(adapters.params.layout.totalCount) trainable parameters, "
+        + "scale \(adapters.scale) (\(rule.rawValue)); activations \(trainer.runner.activationBytes / 1_000_000) MB"))
+
+    var last: StepRecord?
+    var seconds = 0.0, tokens = 0
+    let firstStep = trainer.step
+    while trainer.step < totalSteps {
+      let record = try trainer.trainStep()
+      last = record
+      seconds += record.seconds
+      tokens += record.tokens
+      do {
+        try store.appendLog(TrainingCheckpoint.logEntry(record, elapsed: Date().timeIntervalSince(started)))
+        if (o.saveEvery > 0 && record.step % o.saveEvery == 0) || record.step == totalSteps {
+          try store.saveCheckpoint(
+            step: record.step, tensors: try TrainingCheckpoint.tensors(trainer.state, layout: adapters.params.layout),
+            state: TrainingCheckpoint.stateObject(trainer.state, settings: settings))
+        }
+      } catch { throw .format(error) }
+      let secondsLeft = seconds / Double(record.step - firstStep) * Double(totalSteps - record.step)
+      events(.step(record, totalSteps: totalSteps, tokensPerSecond: Double(tokens) / max(seconds, 1e-9), secondsLeft: secondsLeft))
+    }
+    do {
+      try store.writeAdapter(
+        try TrainingCheckpoint.peftTensors(adapters), config: peftConfig(adapters, settings: settings, baseModel: modelPath),
+        record: adapterRecord(settings, baseModel: modelPath, finalLoss: last?.loss))
+    } catch { throw .format(error) }
+    return FinetuneReport(settings: settings, steps: totalSteps, last: last, tokensPerSecond: Double(tokens) / max(seconds, 1e-9))
+  }
+
+  /// LoRS' gradient-SVD init over the first `initSamples` windows of the training order, or the seeded
+  /// random init.
+  static func initialize(
+    _ adapters: AdapterSet, llama: LlamaModel, data: TrainingData, T: Int, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
+  ) throws(SurgeryError) {
+    guard o.resolvedInit == .gradient else {
+      adapters.initializeRandomly(seed: o.seed)
+      return
+    }
+    var order = WindowOrder(count: data.windows.count, seed: o.seed)
+    var cursor = DataCursor()
+    let count = min(o.initSamples, data.windows.count) / o.batchSize * o.batchSize
+    let indices = order.take(max(count, o.batchSize), from: &cursor)
+    let batches = stride(from: 0, to: indices.count, by: o.batchSize).map { start in
+      let slice = indices[start..<(start + o.batchSize)]
+      return (slice.flatMap { data.windows[$0].inputs }, slice.flatMap { data.windows[$0].targets })
+    }
+    let gradients = try withoutActuallyEscaping(events) { (events) throws(SurgeryError) in
+      try GradientInit.estimateGradients(
+        model: llama, prefixes: adapters.prefixes, batches: batches, B: o.batchSize, T: T, maxMemory: o.maxMemory
+      ) { done, total in events(.initProgress(done: done, total: total)) }
+    }
+    try GradientInit.initialize(adapters, model: llama, gradients: gradients)
+    events(.info("init: top-\(adapters.rank) right singular vectors of gradients averaged over \(batches.count) batches of \(o.batchSize)"))
+  }
+
+  static func peftConfig(_ adapters: AdapterSet, settings: FinetuneSettings, baseModel: String) -> PEFTAdapterConfig {
+    PEFTAdapterConfig(
+      rank: adapters.method == .spp ? SPPLinear.rowBlocks : adapters.rank, alpha: settings.alpha, targetModules: settings.targets.sorted(),
+      dropout: settings.dropout, useRSLoRA: settings.scaleRule == .rslora, baseModel: baseModel)
+  }
+
+  /// espalier.json: what merge needs (method, scale, base fingerprint) and what a reader wants to know.
+  static func adapterRecord(_ s: FinetuneSettings, baseModel: String, finalLoss: Double?) -> JSONObject {
+    JSONObject([
+      ("format", .string("espalier adapter 1")),
+      ("method", .string(s.method.rawValue)),
+      ("scale_rule", .string(s.scaleRule.rawValue)), ("scale", .number(String(s.scale))),
+      ("rank", .number(String(s.rank))), ("alpha", .number(String(s.alpha))), ("gradient", .string(s.gradient.rawValue)),
+      ("targets", .array(s.targets.map { .string($0) })),
+      ("mask_source", .string(s.method.preservesSparsity ? "base weights: M = (W != 0) of each adapted projection" : "none (dense LoRA)")),
+      ("merge", .string(mergeFormula(s.method))),
+      ("peft_naming", .string(peftNaming(s.method))),
+      ("base_model", .string(baseModel)), ("base_fingerprint", .string(s.baseFingerprint)),
+      ("steps", .number(String(s.training.steps))), ("final_loss", finalLoss.map { .number(String($0)) } ?? .null),
+      ("settings", s.json),
+    ])
+  }
+
+  static func mergeFormula(_ method: AdapterMethod) -> String {
+    switch method {
+    case .lors: return "W' = (W + s * lora_B @ lora_A) * (W != 0)   (PEFT names; LoRS' A (out, r) is lora_B, its B (r, in) is lora_A)"
+    case .sqft: return "W' = W + (s * lora_B @ lora_A) * (W != 0)"
+    case .lora: return "W' = W + s * lora_B @ lora_A   (dense: fills the zeros)"
+    case .spp: return "W' = W * (1 + s * repeat_interleave(lora_A, out/16, dim=0) * lora_B)   (lora_A (16, in), lora_B (out, 1))"
+    }
+  }
+
+  static func peftNaming(_ method: AdapterMethod) -> String {
+    switch method {
+    case .lors: return "lora_A.weight = LoRS B (r, in); lora_B.weight = LoRS A (out, r)"
+    case .lora, .sqft: return "PEFT's own: lora_A.weight (r, in), lora_B.weight (out, r)"
+    case .spp: return "lora_A.weight = SPP A (16, in); lora_B.weight = SPP b (out, 1); not loadable by PEFT"
+    }
+  }
+}
+
+/// A trainer's state as checkpoint tensors and JSON, and back: the adapters, then AdamW's two moments
+/// ("adamw.m.", "adamw.v."), each laid out like the adapter arena.
+enum TrainingCheckpoint {
+  static let prefixes = ["", "adamw.m.", "adamw.v."]
+
+  static func tensors(_ state: TrainingState, layout: ParamLayout) throws(FormatError) -> [Tensor] {
+    var tensors: [Tensor] = []
+    for (prefix, values) in zip(prefixes, [state.params, state.m, state.v]) {
+      for entry in layout.entries {
+        tensors.append(try Tensor(name: prefix + entry.name, shape: entry.shape, float32: Array(values[entry.offset..<(entry.offset + entry.count)])))
+      }
+    }
+    return tensors
+  }
+
+  static func stateObject(_ state: TrainingState, settings: FinetuneSettings) -> JSONObject {
+    JSONObject([
+      ("step", .number(String(state.step))), ("epoch", .number(String(state.cursor.epoch))),
+      ("index", .number(String(state.cursor.index))), ("adam_step", .number(String(state.adamStep))),
+      ("data_order", .string("epoch e visits the windows in the Fisher-Yates permutation seeded by (seed, e)")),
+      ("run", settings.json),
+    ])
+  }
+
+  static func state(_ o: JSONObject, _ file: SafetensorsFile, layout: ParamLayout, path: String) throws(FormatError) -> TrainingState {
+    guard let step = o["step"]?.intValue, let epoch = o["epoch"]?.intValue, let index = o["index"]?.intValue, let adamStep = o["adam_step"]?.intValue else {
+      throw .io(file: path, reason: "trainer_state.json is missing step, epoch, index or adam_step")
+    }
+    var arrays = [[Float]](repeating: [Float](repeating: 0, count: layout.totalCount), count: prefixes.count)
+    for (k, prefix) in prefixes.enumerated() {
+      for entry in layout.entries {
+        let values = try file.tensor(prefix + entry.name).float32()
+        guard values.count == entry.count else {
+          throw .io(file: path, reason: "tensor `\(prefix + entry.name)` has \(values.count) values, expected \(entry.count)")
+        }
+        arrays[k].replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
+      }
+    }
+    return TrainingState(step: step, cursor: DataCursor(epoch: epoch, index: index), params: arrays[0], adamStep: adamStep, m: arrays[1], v: arrays[2])
+  }
+
+  /// The adapters under PEFT's tensor names.
+  static func peftTensors(_ adapters: AdapterSet) throws(FormatError) -> [Tensor] {
+    var tensors: [Tensor] = []
+    for (peft, name) in adapters.peftNames {
+      let entry = adapters.params.layout.entry(name)!
+      let values = Array(UnsafeBufferPointer(start: adapters.params.base + entry.offset, count: entry.count))
+      tensors.append(try Tensor(name: peft, shape: entry.shape, float32: values))
+    }
+    return tensors
+  }
+
+  /// One line of train_log.jsonl.
+  static func logEntry(_ r: StepRecord, elapsed: Double) -> JSONObject {
+    func fixed(_ v: Double, _ digits: Int) -> JSONValue {
+      var scale = 1.0
+      for _ in 0..<digits { scale *= 10 }
+      return .number(String((v * scale).rounded() / scale))
+    }
+    return JSONObject([
+      ("step", .number(String(r.step))), ("loss", .number(String(r.loss))), ("lr", .number(String(r.learningRate))),
+      ("grad_norm", .number(String(r.gradNorm))), ("tokens", .number(String(r.tokens))),
+      ("target_tokens", .number(String(r.targetTokens))), ("seconds", fixed(r.seconds, 4)),
+      ("tokens_per_s", fixed(Double(r.tokens) / max(r.seconds, 1e-9), 1)), ("elapsed", fixed(elapsed, 2)),
+    ])
+  }
+}

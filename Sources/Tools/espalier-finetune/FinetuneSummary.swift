@@ -1,0 +1,23 @@
+// How espalier-finetune reports a finished run.
+
+import Formats
+import Surgery
+import ToolSupport
+
+enum FinetuneSummary {
+  static func print(_ r: FinetuneReport, output: String, seconds: Double, json: Bool) {
+    if json {
+      Output.json(.object(JSONObject([
+        ("output", .string(output)), ("method", .string(r.settings.method.rawValue)), ("steps", .number(String(r.steps))),
+        ("final_loss", r.last.map { .number(String($0.loss)) } ?? .null),
+        ("tokens_per_s", .number(Format.fixed(r.tokensPerSecond, 1))), ("seconds", .number(Format.fixed(seconds, 2))),
+        ("base_fingerprint", .string(r.settings.baseFingerprint)),
+      ])))
+    } else {
+      Output.line("trained \(r.settings.method.rawValue) adapters for \(r.steps) steps -> \(output)")
+      if let last = r.last {
+        Output.line("final loss: \(Format.fixed(last.loss, 4))  throughput: \(Int(r.tokensPerSecond)) tokens/s  time: \(Format.fixed(seconds, 1)) s")
+      }
+    }
+  }
+}
