@@ -81,6 +81,17 @@ public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvert
     return bitsTotal / 8
   }
 
+  /// The float types config.json's torch_dtype names ("float32", "float16", "bfloat16", "float64").
+  public init?(torchName: String) {
+    switch torchName {
+    case "float32": self = .f32
+    case "float16": self = .f16
+    case "bfloat16": self = .bf16
+    case "float64": self = .f64
+    default: return nil
+    }
+  }
+
   /// The dtypes a user may name on the command line for outputs (`--dtype f32|f16|bf16`).
   public init?(userName: String) {
     switch userName.lowercased() {
@@ -92,6 +103,68 @@ public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvert
       guard let parsed = DType(rawValue: userName.uppercased()) else { return nil }
       self = parsed
     }
+  }
+}
+
+// MARK: - Facts about stored bits: zero, non-finite values, spacing
+
+extension DType {
+  /// How a stored element is recognised as zero: every bit of `mask` clear (floats leave out the sign bit,
+  /// so -0.0 is zero; the FNUZ floats have the single zero 0x00, their 0x80 is NaN). `nil` for types
+  /// whose zero is not read bit by bit here (sub-byte, complex); E8M0 (a power of two) has no zero: `.never`.
+  public enum ZeroTest: Equatable, Sendable {
+    case bits(mask: UInt64)
+    case never
+  }
+
+  public var zeroTest: ZeroTest? {
+    switch self {
+    case .f32: return .bits(mask: 0x7FFF_FFFF)
+    case .f64: return .bits(mask: 0x7FFF_FFFF_FFFF_FFFF)
+    case .f16, .bf16: return .bits(mask: 0x7FFF)
+    case .f8e4m3, .f8e5m2: return .bits(mask: 0x7F)
+    case .f8e4m3fnuz, .f8e5m2fnuz, .bool, .u8, .i8: return .bits(mask: 0xFF)
+    case .i16, .u16: return .bits(mask: 0xFFFF)
+    case .i32, .u32: return .bits(mask: 0xFFFF_FFFF)
+    case .i64, .u64: return .bits(mask: .max)
+    case .f8e8m0: return .never
+    case .f4, .f6e2m3, .f6e3m2, .c64: return nil
+    }
+  }
+
+  /// The bits that are all set in a NaN or an infinity (the exponent field; E4M3 has no infinity and one
+  /// NaN pattern per sign, 0x7F). `nil` for types this test does not cover (integers, FNUZ, sub-byte).
+  public var nonFiniteMask: UInt64? {
+    switch self {
+    case .f32: return 0x7F80_0000
+    case .f64: return 0x7FF0_0000_0000_0000
+    case .f16: return 0x7C00
+    case .bf16: return 0x7F80
+    case .f8e4m3: return 0x7F
+    case .f8e5m2: return 0x7C
+    default: return nil
+    }
+  }
+
+  /// Explicit mantissa bits and the exponent of the smallest normal number, for the floats whose values
+  /// Espalier rounds to (f32 and the storage types narrowed from it).
+  public var floatFormat: (mantissaBits: Int, minNormalExponent: Int)? {
+    switch self {
+    case .f32: return (23, -126)
+    case .f64: return (52, -1022)
+    case .bf16: return (7, -126)
+    case .f16: return (10, -14)
+    case .f8e4m3: return (3, -6)
+    case .f8e5m2: return (2, -14)
+    default: return nil
+    }
+  }
+
+  /// The smallest positive normal number of a float storage type, as f32 (f64's is below f32's range,
+  /// so it gives f32's); nil for types without `floatFormat`.
+  public var smallestNormal: Float? {
+    guard let format = floatFormat else { return nil }
+    return Float(sign: .plus, exponent: max(format.minNormalExponent, -126), significand: 1)
   }
 }
 

@@ -1,5 +1,5 @@
-// Read-only memory maps of checkpoint files, and the page release that keeps tools that stream over
-// large checkpoints at O(largest tensor) resident memory.
+// Read-only memory maps of checkpoint files, the page release that keeps tools that stream over
+// large checkpoints at O(largest tensor) resident memory, and scratch memory that can spill to a file.
 
 #if canImport(Glibc)
   import Glibc
@@ -64,3 +64,42 @@ public final class MappedFile: @unchecked Sendable {
 
 /// The text of the C library's last error (errno), for I/O error messages.
 func systemErrorText() -> String { String(cString: strerror(errno)) }
+
+/// A zero-filled working buffer of `count` floats: anonymous memory when it fits in `maxMemory` bytes,
+/// else a temporary file in `directory` mapped shared and unlinked at once, so the kernel can page it
+/// out and nothing is left behind, whatever happens to the process.
+public final class ScratchFloats {
+  public let base: UnsafeMutablePointer<Float>
+  public let count: Int
+  /// Whether the buffer lives in a temporary file.
+  public let spilled: Bool
+  private let mappedBytes: Int
+
+  public init(count: Int, maxMemory: Int, directory: String) throws(FormatError) {
+    self.count = count
+    let (bytes, overflow) = max(1, count).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+    guard !overflow else { throw .io(file: directory, reason: "a scratch buffer of \(count) floats overflows the address space") }
+    guard bytes > maxMemory else {
+      base = .allocate(capacity: max(1, count))
+      base.initialize(repeating: 0, count: max(1, count))
+      spilled = false
+      mappedBytes = 0
+      return
+    }
+    var template = Array((directory + "/espalier-scratch-XXXXXX").utf8CString)
+    let fd = mkstemp(&template)
+    guard fd >= 0 else { throw .io(file: directory, reason: "cannot create a temporary file: \(systemErrorText())") }
+    defer { close(fd) }
+    unlink(String(cString: template))
+    guard ftruncate(fd, off_t(bytes)) == 0,
+      let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED
+    else { throw .io(file: directory, reason: "cannot map \(bytes) bytes of scratch space: \(systemErrorText())") }
+    base = mapped.bindMemory(to: Float.self, capacity: count)
+    spilled = true
+    mappedBytes = bytes
+  }
+
+  deinit {
+    if spilled { munmap(base, mappedBytes) } else { base.deallocate() }
+  }
+}

@@ -118,3 +118,41 @@ public struct LlamaConfig: Equatable, Sendable {
     }
   }
 }
+
+extension LlamaConfig {
+  /// The config of an open checkpoint: a GGUF carries it in its metadata, anything else has config.json
+  /// in the checkpoint's directory.
+  public static func of(_ reader: any CheckpointReader) throws(FormatError) -> LlamaConfig {
+    if let gguf = reader as? GGUFCheckpoint { return gguf.config }
+    return try LlamaConfig(contentsOf: FileSystem.checkpointDirectory(of: reader.path))
+  }
+}
+
+/// What a checkpoint says about its model, for checks that report rather than fail on a missing or
+/// foreign config (verify).
+public enum CheckpointConfig: Sendable {
+  /// No config.json beside the weights.
+  case absent
+  /// config.json is not valid JSON.
+  case invalid(file: String, reason: String)
+  /// Valid JSON, but not a config of a supported family.
+  case foreign(file: String, reason: String)
+  /// The config, and the float dtype its torch_dtype (or dtype) names, if any.
+  case llama(LlamaConfig, torchDtype: String?, dtype: DType?)
+
+  public static func of(_ reader: any CheckpointReader) -> CheckpointConfig {
+    if let gguf = reader as? GGUFCheckpoint { return .llama(gguf.config, torchDtype: nil, dtype: nil) }
+    let directory = FileSystem.checkpointDirectory(of: reader.path)
+    let path = directory + "/config.json"
+    guard FileSystem.exists(path) else { return .absent }
+    let root: JSONObject
+    do { root = try JSONFile.object(path) } catch { return .invalid(file: path, reason: "\(error)") }
+    do {
+      let config = try LlamaConfig(json: root, file: path)
+      let torchDtype = root["torch_dtype"]?.stringValue ?? root["dtype"]?.stringValue
+      return .llama(config, torchDtype: torchDtype, dtype: torchDtype.flatMap(DType.init(torchName:)))
+    } catch {
+      return .foreign(file: path, reason: "\(error)")
+    }
+  }
+}

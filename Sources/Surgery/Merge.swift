@@ -38,14 +38,10 @@ public enum Merge {
     return merged
   }
 
-  /// The smallest positive normal number of a floating-point storage dtype, as f32.
+  /// The smallest positive normal number of a floating-point storage dtype, as f32 (DType.smallestNormal;
+  /// f32's for anything else, since the merge is computed in f32).
   public static func smallestNormal(_ dtype: DType) -> Float {
-    switch dtype {
-    case .f16: return Float(bitPattern: 0x3880_0000)  // 2^-14
-    case .f8e4m3: return Float(bitPattern: 0x3C80_0000)  // 2^-6
-    case .f8e5m2: return Float(bitPattern: 0x3880_0000)  // 2^-14
-    default: return Float.leastNormalMagnitude  // f32, bf16 (same exponent range), f64 narrowed to f32
-    }
+    dtype.smallestNormal ?? Float.leastNormalMagnitude
   }
 
   /// The merged weight as a tensor of `dtype`, with kept weights that would become zero raised to the

@@ -81,25 +81,22 @@ public enum Sparsity {
     return PatternStats(pattern: pattern, groups: groups, violations: violations, shapeFits: true)
   }
 
-  /// How a dtype's zero is recognised: the element's word size and the bits that must all be clear.
-  /// Floats ignore the sign bit (so -0.0 is zero); the FNUZ floats have a single zero (0x80 is their
-  /// NaN); E8M0 (a power of two) has no zero. Nil: sub-byte and complex types are not counted.
+  /// DType.zeroTest as a word of the element's size, so each kernel is specialised for it.
   enum ZeroWord {
     case u8(UInt8), u16(UInt16), u32(UInt32), u64(UInt64), noZero
   }
 
   static func zeroWord(_ dtype: DType) -> ZeroWord? {
-    switch dtype {
-    case .f32: return .u32(0x7FFF_FFFF)
-    case .f64: return .u64(0x7FFF_FFFF_FFFF_FFFF)
-    case .f16, .bf16: return .u16(0x7FFF)
-    case .f8e4m3, .f8e5m2: return .u8(0x7F)
-    case .f8e4m3fnuz, .f8e5m2fnuz, .bool, .u8, .i8: return .u8(0xFF)
-    case .f8e8m0: return .noZero
-    case .i16, .u16: return .u16(0xFFFF)
-    case .i32, .u32: return .u32(0xFFFF_FFFF)
-    case .i64, .u64: return .u64(.max)
-    case .f4, .f6e2m3, .f6e3m2, .c64: return nil
+    switch dtype.zeroTest {
+    case nil: return nil
+    case .never: return .noZero
+    case .bits(let mask):
+      switch dtype.bits {
+      case 8: return .u8(UInt8(truncatingIfNeeded: mask))
+      case 16: return .u16(UInt16(truncatingIfNeeded: mask))
+      case 32: return .u32(UInt32(truncatingIfNeeded: mask))
+      default: return .u64(mask)
+      }
     }
   }
 

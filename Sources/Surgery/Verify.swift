@@ -112,28 +112,18 @@ public enum Verifier {
 
   /// Names and shapes against config.json's Llama layout, dtypes against its torch_dtype.
   static func checkConfig(_ model: any CheckpointReader, _ report: inout VerifyReport) {
-    let config: LlamaConfig
-    var torchDtype: String?
-    if let gguf = model as? GGUFCheckpoint {
-      config = gguf.config
-    } else {
-      let directory = FileSystemPaths.directory(of: model.path)
-      let path = directory + "/config.json"
-      guard (try? MappedFile(path: path)) != nil else {
-        report.notes.append("no config.json beside the weights: names, shapes and dtypes not checked against one")
-        return
-      }
-      do {
-        let root = try MappedFile(path: path).withBytes { (b) throws(JSONParseError) in try JSONParser.parse(b) }
-        torchDtype = root.objectValue?["torch_dtype"]?.stringValue ?? root.objectValue?["dtype"]?.stringValue
-        config = try LlamaConfig(contentsOf: directory)
-      } catch let error as JSONParseError {
-        report.failures.append("\(path): not valid JSON: \(error)")
-        return
-      } catch {
-        report.notes.append("\(path) is not a Llama config (\(error)): names and shapes not checked against it")
-        return
-      }
+    let config: LlamaConfig, torchDtype: String?, dtype: DType?
+    switch CheckpointConfig.of(model) {
+    case .absent:
+      report.notes.append("no config.json beside the weights: names, shapes and dtypes not checked against one")
+      return
+    case .invalid(let file, let reason):
+      report.failures.append("\(file): \(reason)")
+      return
+    case .foreign(let file, let reason):
+      report.notes.append("\(file) is not a Llama config (\(reason)): names and shapes not checked against it")
+      return
+    case .llama(let c, let t, let d): (config, torchDtype, dtype) = (c, t, d)
     }
     let available = Dictionary(model.infos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
     let expected = LlamaTensors.names(config)
@@ -147,8 +137,7 @@ public enum Verifier {
     let known = Set(expected.map(\.0))
     let extra = model.infos.filter { !known.contains($0.name) }.map(\.name)
     if !extra.isEmpty { report.notes.append("tensors config.json does not name: \(extra.prefix(5).joined(separator: ", "))\(extra.count > 5 ? ", ..." : "")") }
-    let dtypes: [String: DType] = ["float32": .f32, "float16": .f16, "bfloat16": .bf16, "float64": .f64]
-    if let torchDtype, let dtype = dtypes[torchDtype] {
+    if let torchDtype, let dtype {
       let off = model.infos.filter { $0.dtype.isFloatingPoint && $0.dtype != dtype && known.contains($0.name) }
       for found in Set(off.map(\.dtype)).sorted(by: { $0.rawValue < $1.rawValue }) {
         let names = off.filter { $0.dtype == found }.map(\.name)

@@ -92,18 +92,13 @@ extension Verifier {
   }
 }
 
-/// The spacing of a float storage dtype, from its mantissa bits and smallest normal exponent.
+/// The spacing of a float storage dtype (DType.floatFormat); f64 and anything else compare in f32.
 struct FloatFormat {
   var mantissa: Int
   var minExponent: Int
   init(_ dtype: DType) {
-    switch dtype {
-    case .bf16: (mantissa, minExponent) = (7, -126)
-    case .f16: (mantissa, minExponent) = (10, -14)
-    case .f8e4m3: (mantissa, minExponent) = (3, -6)
-    case .f8e5m2: (mantissa, minExponent) = (2, -14)
-    default: (mantissa, minExponent) = (23, -126)  // f32 (and f64, compared in f32)
-    }
+    let format = dtype == .f64 ? nil : dtype.floatFormat
+    (mantissa, minExponent) = format ?? DType.f32.floatFormat!
   }
   /// The ulp at magnitude `x` (subnormals share the smallest normal's spacing).
   func ulp(_ x: Float) -> Float {
@@ -127,18 +122,14 @@ enum BitScan {
     return t.withUnsafeBytes { a in
       (base ?? t).withUnsafeBytes { b in
         let other = base == nil ? nil : b.baseAddress
-        switch (word, t.dtype) {
-        case (.u8(let z), _):
-          let (m, e): (UInt8, UInt8) = t.dtype == .f8e4m3 ? (0x7F, 0x7F) : t.dtype == .f8e5m2 ? (0x7C, 0x7C) : (0, 1)
-          return count(a.baseAddress, other, n, zero: z, nfMask: m, nfValue: e)
-        case (.u16(let z), .bf16): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7F80, nfValue: 0x7F80)
-        case (.u16(let z), .f16): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7C00, nfValue: 0x7C00)
-        case (.u16(let z), _): return count(a.baseAddress, other, n, zero: z, nfMask: UInt16(0), nfValue: 1)
-        case (.u32(let z), .f32): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7F80_0000, nfValue: 0x7F80_0000)
-        case (.u32(let z), _): return count(a.baseAddress, other, n, zero: z, nfMask: UInt32(0), nfValue: 1)
-        case (.u64(let z), .f64): return count(a.baseAddress, other, n, zero: z, nfMask: 0x7FF0_0000_0000_0000, nfValue: 0x7FF0_0000_0000_0000)
-        case (.u64(let z), _): return count(a.baseAddress, other, n, zero: z, nfMask: UInt64(0), nfValue: 1)
-        case (.noZero, _): return Result(zeros: 0)
+        // A non-finite value has every bit of DType.nonFiniteMask set; value 1 outside mask 0 never matches.
+        let nf = t.dtype.nonFiniteMask
+        switch word {
+        case .u8(let z): return count(a.baseAddress, other, n, zero: z, nfMask: UInt8(nf ?? 0), nfValue: UInt8(nf ?? 1))
+        case .u16(let z): return count(a.baseAddress, other, n, zero: z, nfMask: UInt16(nf ?? 0), nfValue: UInt16(nf ?? 1))
+        case .u32(let z): return count(a.baseAddress, other, n, zero: z, nfMask: UInt32(nf ?? 0), nfValue: UInt32(nf ?? 1))
+        case .u64(let z): return count(a.baseAddress, other, n, zero: z, nfMask: nf ?? 0, nfValue: nf ?? 1)
+        case .noZero: return Result(zeros: 0)
         }
       }
     }

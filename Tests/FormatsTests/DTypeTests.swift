@@ -7,6 +7,42 @@ import Testing
 @testable import Formats
 
 @Suite struct DTypeTableTests {
+  /// The bit facts agree with the conversions (themselves checked against ml_dtypes): for every code of
+  /// the 8- and 16-bit floats, zero by the mask iff it widens to ±0, non-finite by the mask iff it widens
+  /// to NaN or ±inf; and the smallest normal and spacing are the ones the conversion produces.
+  @Test func bitFactsAgreeWithTheConversions() {
+    let widen: [(DType, Int, (UInt16) -> Float)] = [
+      (.f16, 16, { Float32Conversion.f16ToFloat($0) }), (.bf16, 16, { Float32Conversion.bf16ToFloat($0) }),
+      (.f8e4m3, 8, { Float32Conversion.f8e4m3ToFloat(UInt8($0)) }), (.f8e5m2, 8, { Float32Conversion.f8e5m2ToFloat(UInt8($0)) }),
+    ]
+    for (dtype, bits, decode) in widen {
+      guard case .bits(let zero) = dtype.zeroTest, let nf = dtype.nonFiniteMask, let format = dtype.floatFormat, let tiny = dtype.smallestNormal else {
+        Issue.record("\(dtype) lacks a fact")
+        continue
+      }
+      for code in 0..<(1 << bits) {
+        let c = UInt64(code), x = decode(UInt16(code))
+        #expect((c & zero == 0) == (x == 0), "\(dtype) \(code)")
+        #expect((c & nf == nf) == !x.isFinite, "\(dtype) \(code)")
+        // Spacing: the next code up differs by one ulp of (mantissa bits, min exponent).
+        if x.isFinite && x > 0 && code + 1 < (1 << (bits - 1)) {
+          let next = decode(UInt16(code + 1))
+          if next.isFinite {
+            let ulp = Float(sign: .plus, exponent: max(Int(x.exponent), format.minNormalExponent) - format.mantissaBits, significand: 1)
+            #expect(next - x == ulp, "\(dtype) \(code)")
+          }
+        }
+      }
+      // The smallest normal has exponent field 1 and mantissa 0; the code below it is the largest subnormal.
+      #expect(decode(UInt16(1 << format.mantissaBits)) == tiny, "\(dtype)")
+      #expect(decode(UInt16((1 << format.mantissaBits) - 1)) < tiny, "\(dtype)")
+    }
+    #expect(DType.f32.smallestNormal == Float.leastNormalMagnitude && DType.f64.smallestNormal == Float.leastNormalMagnitude)
+    #expect(DType.f8e8m0.zeroTest == .never && DType.c64.zeroTest == nil && DType.f4.zeroTest == nil)
+    #expect(DType.i32.zeroTest == .bits(mask: 0xFFFF_FFFF) && DType.i32.nonFiniteMask == nil)
+    #expect(DType.f8e4m3fnuz.zeroTest == .bits(mask: 0xFF))
+  }
+
   @Test func bitsAndNamesMatchTheSafetensorsTable() {
     let expected: [(String, Int)] = [
       ("BOOL", 8), ("F4", 4), ("F6_E2M3", 6), ("F6_E3M2", 6), ("U8", 8), ("I8", 8), ("F8_E5M2", 8), ("F8_E4M3", 8),

@@ -112,33 +112,6 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     checkGradient("swiglu dup", x: &up, analytic: dup) { dot(forward(gateCopy, $0), g) }
   }
 
-  /// softmax(q·kᵀ/√hd + causal mask)·v per (batch, head), with query head h reading kv head h/(H/KV).
-  static func attentionNaive(q: [Float], k: [Float], v: [Float], B: Int, T: Int, H: Int, KV: Int, hd: Int) -> [Float] {
-    var out = [Float](repeating: 0, count: B * T * H * hd)
-    for b in 0..<B {
-      for h in 0..<H {
-        let g = h / (H / KV)
-        for i in 0..<T {
-          var scores = [Double](repeating: 0, count: i + 1)
-          for j in 0...i {
-            var s = 0.0
-            for c in 0..<hd { s += Double(q[((b * T + i) * H + h) * hd + c]) * Double(k[((b * T + j) * KV + g) * hd + c]) }
-            scores[j] = s / Double(hd).squareRoot()
-          }
-          let m = scores.max()!
-          let e = scores.map { Foundation.exp($0 - m) }
-          let z = e.reduce(0, +)
-          for c in 0..<hd {
-            var o = 0.0
-            for j in 0...i { o += e[j] / z * Double(v[((b * T + j) * KV + g) * hd + c]) }
-            out[((b * T + i) * H + h) * hd + c] = Float(o)
-          }
-        }
-      }
-    }
-    return out
-  }
-
   @Test(arguments: [(1, 4, 4, 2, 4), (2, 5, 3, 1, 6), (2, 7, 4, 4, 8), (1, 130, 2, 1, 4)])
   func attentionForwardMatchesNaive(shape: (Int, Int, Int, Int, Int)) {
     let (B, T, H, KV, hd) = shape
@@ -146,7 +119,7 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     let q = r.array(B * T * H * hd), k = r.array(B * T * KV * hd), v = r.array(B * T * KV * hd)
     var out = [Float](repeating: 0, count: q.count), lse = [Float](repeating: 0, count: B * H * T)
     Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
-    let want = Self.attentionNaive(q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+    let want = Attention.forwardNaive(q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
     for i in out.indices { #expect(abs(out[i] - want[i]) < 1e-5) }
   }
 

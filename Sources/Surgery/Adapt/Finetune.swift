@@ -47,6 +47,23 @@ public struct FinetuneOptions: Sendable {
   public var overwrite = false
   public init() {}
 
+  /// Refuses settings that cannot train, each with a message that names the flag.
+  public func check() throws(SurgeryError) {
+    func require(_ condition: Bool, _ message: String) throws(SurgeryError) { if !condition { throw .invalidRequest(message) } }
+    try require(!targets.isEmpty, "--targets is empty")
+    for name in targets { try require(ProjectionNames.all.contains(name), "--targets: unknown projection `\(name)` (choose from \(ProjectionNames.all.joined(separator: ", ")))") }
+    try require(!(initialization == .gradient && method == .spp), "--init gradient needs a low-rank method; spp starts from b = 0")
+    try require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)")
+    try require(dropout == 0 || method == .lora || method == .sqft,
+      "--dropout applies to lora and sqft: \(method.rawValue) merges its adapter into the weight, leaving no branch to drop")
+    try require(rank >= 1 && alpha > 0, "--rank must be >= 1 and --alpha > 0")
+    try require(lr > 0 && minLr >= 0 && minLr <= lr && warmup >= 0, "need --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0")
+    try require(weightDecay >= 0 && maxGradNorm >= 0, "--weight-decay and --max-grad-norm must be >= 0")
+    try require(batchSize >= 1 && gradAccum >= 1 && seqLen >= 2 && initSamples >= 1 && saveEvery >= 0 && epochs > 0 && (steps ?? 1) >= 1,
+      "--batch-size, --grad-accum, --init-samples, --steps must be >= 1, --seq-len >= 2, --save-every >= 0, --epochs > 0")
+    try require(!(resume && overwrite), "--resume and --overwrite exclude each other")
+  }
+
   public var resolvedScaleRule: ScaleRule { scaleRule ?? (method == .lors ? .rslora : .lora) }
   public var resolvedInit: AdapterInit { initialization ?? (method == .lors ? .gradient : .random) }
 }

@@ -1,22 +1,15 @@
 // LoRS' gradient-SVD initialisation (algorithms.md §3.4, from LoRA-GA): the dense gradient G of every
 // target weight is averaged over a few batches; B (r × in) takes the top-r right singular vectors of G
 // (B = V_rᵀ / γ) and A = 0, so the model's output is unchanged at step 0 and the first update of A,
-// dA = G·V_r = U_r·S_r, lies in G's best rank-r approximation. The SVD is LAPACK's (sgesdd).
+// dA = G·V_r = U_r·S_r, lies in G's best rank-r approximation. The SVD is Linalg's (LAPACK sgesdd).
 
-import CLAPACKE
 import Formats
 
 public enum GradientInit {
   /// The top `rank` right singular vectors of G (rows × cols, row-major), as a (rank, cols) matrix.
   public static func rightSingularVectors(_ g: [Float], rows: Int, cols: Int, rank: Int) throws(SurgeryError) -> [Float] {
-    var a = g
     let k = min(rows, cols)
-    var s = [Float](repeating: 0, count: k)
-    var u = [Float](repeating: 0, count: rows * k)
-    var vt = [Float](repeating: 0, count: k * cols)
-    let info = LAPACKE_sgesdd(
-      LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "S")), Int32(rows), Int32(cols), &a, Int32(cols), &s, &u, Int32(k), &vt, Int32(cols))
-    guard info == 0 else { throw .lapack(routine: "sgesdd", info: Int(info)) }
+    let vt = try Linalg.svd(g, rows: rows, cols: cols).vt
     // Singular values come sorted descending; the first `rank` rows of Vᵀ are the top vectors.
     return Array(vt.prefix(min(rank, k) * cols)) + [Float](repeating: 0, count: max(0, rank - k) * cols)
   }

@@ -87,6 +87,17 @@ public final class LoRSLinear: RecomputedWeightLayer {
     }
   }
 
+  /// The definition, for tests: (W + s·A·B) ⊙ M element by element, the product summed in Double.
+  public static func mergeNaive(weight: [Float], a: [Float], b: [Float], out o: Int, in i: Int, rank r: Int, scale: Float) -> [Float] {
+    (0..<(o * i)).map { k in
+      let (row, col) = (k / i, k % i)
+      guard weight[k] != 0 else { return 0 }
+      var delta = 0.0
+      for j in 0..<r { delta += Double(a[row * r + j]) * Double(b[j * i + col]) }
+      return weight[k] + Float(Double(scale) * delta)
+    }
+  }
+
   public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
     let (o, i, r) = (outFeatures, inFeatures, rank)
     let wm = workspace.pointer(o * i)

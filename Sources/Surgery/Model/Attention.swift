@@ -96,6 +96,34 @@ public enum Attention {
     }
   }
 
+  /// The definition, for tests: softmax(q·kᵀ/√hd + causal mask)·v per (batch, head) in Double, with the
+  /// whole score row materialised; query head h reads kv head h/(H/KV).
+  public static func forwardNaive(q: [Float], k: [Float], v: [Float], B: Int, T: Int, H: Int, KV: Int, hd: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: B * T * H * hd)
+    for b in 0..<B {
+      for h in 0..<H {
+        let g = h / (H / KV)
+        for i in 0..<T {
+          var scores = [Double](repeating: 0, count: i + 1)
+          for j in 0...i {
+            var s = 0.0
+            for c in 0..<hd { s += Double(q[((b * T + i) * H + h) * hd + c]) * Double(k[((b * T + j) * KV + g) * hd + c]) }
+            scores[j] = s / Double(hd).squareRoot()
+          }
+          let m = scores.max()!
+          let e = scores.map { Foundation.exp($0 - m) }
+          let z = e.reduce(0, +)
+          for c in 0..<hd {
+            var o = 0.0
+            for j in 0...i { o += e[j] / z * Double(v[((b * T + j) * KV + g) * hd + c]) }
+            out[((b * T + i) * H + h) * hd + c] = Float(o)
+          }
+        }
+      }
+    }
+    return out
+  }
+
   /// Runs body(b, g, scratch) for every (batch, kv head) on a pool of workers, BLAS single-threaded
   /// meanwhile (one level of parallelism at a time).
   static func parallelOverGroups(

@@ -31,12 +31,7 @@ public final class LlamaModel: @unchecked Sendable {
   public static func load(_ path: String, maxPositions: Int? = nil) throws(SurgeryError) -> LlamaModel {
     do {
       let reader = try Checkpoint.open(path)
-      let config: LlamaConfig
-      if let gguf = reader as? GGUFCheckpoint {
-        config = gguf.config  // a GGUF carries its config in metadata
-      } else {
-        config = try LlamaConfig(contentsOf: FileSystemPaths.directory(of: path))
-      }
+      let config = try LlamaConfig.of(reader)
       let layout = ParamLayout(LlamaTensors.names(config))
       let arena = ParamArena(layout)
       let available = Dictionary(reader.infos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -76,21 +71,3 @@ public final class LlamaModel: @unchecked Sendable {
     config.tieWordEmbeddings ? embedding : weight("lm_head.weight")
   }
 }
-
-enum FileSystemPaths {
-  /// The checkpoint directory of a path (itself when it is a directory, else its parent).
-  static func directory(of path: String) -> String {
-    var isDirectory = false
-    #if canImport(Glibc)
-      var info = stat()
-      isDirectory = stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-    #endif
-    if isDirectory { return path }
-    guard let slash = path.lastIndex(of: "/") else { return "." }
-    return String(path[..<slash])
-  }
-}
-
-#if canImport(Glibc)
-  import Glibc
-#endif

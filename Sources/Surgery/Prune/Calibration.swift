@@ -3,13 +3,10 @@
 // 0..<i; the statistics of all seven projections of block i come from one pass through the still-dense
 // block; block i is pruned; then it is run again to produce the inputs of block i+1. Only one block's
 // inputs are held (nsamples × seqLen × hidden floats), in memory or, past `maxMemory`, in a
-// memory-mapped temporary file that the kernel pages out; magnitude pruning needs no calibration at all.
+// memory-mapped temporary file that the kernel pages out (Formats' ScratchFloats); magnitude pruning
+// needs no calibration at all.
 
 import Formats
-
-#if canImport(Glibc)
-  import Glibc
-#endif
 
 public enum PruneMethod: String, CaseIterable, Sendable {
   case magnitude, wanda, sparsegpt
@@ -112,8 +109,10 @@ public enum Pruner {
       return r
     }
     // Hidden states of every window entering the current block: (windows, T, C).
-    let hidden = try HiddenStates(
-      count: windows.count * T * C, maxMemory: options.maxMemory, directory: options.temporaryDirectory)
+    let hidden: ScratchFloats
+    do {
+      hidden = try ScratchFloats(count: windows.count * T * C, maxMemory: options.maxMemory, directory: options.temporaryDirectory)
+    } catch { throw .format(error) }
     if hidden.spilled { report.warnings.append("calibration states (\(hidden.count * 4) bytes) spilled to a temporary file") }
     for (w, tokens) in windows.enumerated() {
       tokens.withUnsafeBufferPointer {
@@ -184,41 +183,5 @@ public enum Pruner {
     var zeros = 0
     for i in 0..<elements where weight[i] == 0 { zeros += 1 }
     return PrunedTensor(name: name, zeros: zeros, elements: elements)
-  }
-}
-
-/// The calibration hidden states: anonymous memory, or a temporary file mapped shared (and unlinked at
-/// once, so nothing is left behind) when they exceed the memory budget.
-final class HiddenStates {
-  let base: UnsafeMutablePointer<Float>
-  let count: Int
-  let spilled: Bool
-  private let mappedBytes: Int
-
-  init(count: Int, maxMemory: Int, directory: String) throws(SurgeryError) {
-    self.count = count
-    let bytes = max(1, count) * 4
-    guard bytes > maxMemory else {
-      base = .allocate(capacity: max(1, count))
-      base.initialize(repeating: 0, count: max(1, count))
-      spilled = false
-      mappedBytes = 0
-      return
-    }
-    var template = Array((directory + "/espalier-calibration-XXXXXX").utf8CString)
-    let fd = mkstemp(&template)
-    guard fd >= 0 else { throw .format(.io(file: directory, reason: "cannot create a temporary file for calibration states")) }
-    defer { close(fd) }
-    unlink(String(cString: template))
-    guard ftruncate(fd, off_t(bytes)) == 0,
-      let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED
-    else { throw .format(.io(file: directory, reason: "cannot map \(bytes) bytes of calibration states")) }
-    base = mapped.bindMemory(to: Float.self, capacity: count)
-    spilled = true
-    mappedBytes = bytes
-  }
-
-  deinit {
-    if spilled { munmap(base, mappedBytes) } else { base.deallocate() }
   }
 }

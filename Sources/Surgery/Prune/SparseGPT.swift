@@ -4,30 +4,38 @@
 // per block from W²/diag(U)² with one threshold, N:M masks per group just before the group is processed;
 // errors are compensated inside the block and pushed to later columns in one lazy product.
 
-import CLAPACKE
-
-/// H of one linear layer, accumulated sequence by sequence: H ← H·n/(n+b); H += (2/(n+b))·XᵀX.
+/// H of one linear layer, accumulated sequence by sequence: H ← H·n/(n+b); H += (2/(n+b))·XᵀX. The sum
+/// and the batch's XᵀX live in buffers allocated once; the update runs over raw pointers.
 public final class HessianAccumulator {
   public let columns: Int
-  /// (columns, columns), row-major, in Double for a stable sum.
-  public private(set) var h: [Double]
   public private(set) var sequences = 0
+  /// (columns, columns), row-major, in Double for a stable sum.
+  private let sum: UnsafeMutablePointer<Double>
+  private let xtx: UnsafeMutablePointer<Float>
 
   public init(columns: Int) {
     self.columns = columns
-    h = [Double](repeating: 0, count: columns * columns)
+    let count = max(1, columns * columns)
+    sum = .allocate(capacity: count)
+    sum.initialize(repeating: 0, count: count)
+    xtx = .allocate(capacity: count)
   }
+
+  deinit {
+    sum.deallocate()
+    xtx.deallocate()
+  }
+
+  /// H as a row-major (columns, columns) array.
+  public var h: [Double] { Array(UnsafeBufferPointer(start: sum, count: columns * columns)) }
 
   /// Adds `b` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
-    let n = Double(sequences), total = Double(sequences + b)
-    let decay = n / total
-    let xtx = [Float](unsafeUninitializedCapacity: columns * columns) { buffer, count in
-      Gemm.sgemm(buffer.baseAddress!, x, x, m: columns, n: columns, k: tokens, transA: true)
-      count = columns * columns
-    }
-    let scale = 2 / total
-    for i in 0..<(columns * columns) { h[i] = h[i] * decay + scale * Double(xtx[i]) }
+    let (h, xtx, count) = (sum, self.xtx, columns * columns)
+    let total = Double(sequences + b)
+    let (decay, scale) = (Double(sequences) / total, 2 / total)
+    Gemm.sgemm(xtx, x, x, m: columns, n: columns, k: tokens, transA: true)
+    for i in 0..<count { h[i] = h[i] * decay + scale * Double(xtx[i]) }
     sequences += b
   }
 }
@@ -134,11 +142,9 @@ public enum SparseGPT {
     let damp = Float(percdamp * mean / Double(n))
     for j in 0..<n { h[j * n + j] += damp }
     // H = L·Lᵀ, then H⁻¹ from L (lower triangle), mirrored to the upper one.
-    guard LAPACKE_spotrf(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "L")), Int32(n), &h, Int32(n)) == 0,
-      LAPACKE_spotri(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "L")), Int32(n), &h, Int32(n)) == 0
-    else { return nil }
+    guard Linalg.cholesky(&h, n: n, .lower), Linalg.inverseFromCholesky(&h, n: n, .lower) else { return nil }
     for i in 0..<n { for j in (i + 1)..<n { h[i * n + j] = h[j * n + i] } }
-    guard LAPACKE_spotrf(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), &h, Int32(n)) == 0 else { return nil }
+    guard Linalg.cholesky(&h, n: n, .upper) else { return nil }
     for i in 0..<n { for j in 0..<i { h[i * n + j] = 0 } }
     return h
   }

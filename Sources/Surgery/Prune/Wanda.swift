@@ -3,27 +3,42 @@
 
 /// Per-input-column statistics of one linear layer, accumulated sequence by sequence as Wanda does:
 /// s ← s·n/(n+b); n ← n + b; s += ‖X_batch[:, j]‖² / n, with b the number of sequences in the batch.
+/// The running sums live in buffers allocated once, so the per-token loop runs over raw pointers.
 public final class WandaStatistics {
   public let columns: Int
-  public private(set) var scaler: [Double]
   public private(set) var sequences = 0
+  private let running: UnsafeMutablePointer<Double>
+  private let batchSums: UnsafeMutablePointer<Double>
 
   public init(columns: Int) {
     self.columns = columns
-    scaler = [Double](repeating: 0, count: columns)
+    running = .allocate(capacity: max(1, columns))
+    running.initialize(repeating: 0, count: max(1, columns))
+    batchSums = .allocate(capacity: max(1, columns))
   }
+
+  deinit {
+    running.deallocate()
+    batchSums.deallocate()
+  }
+
+  /// The running mean of Σ_tokens x_j² per column.
+  public var scaler: [Double] { Array(UnsafeBufferPointer(start: running, count: columns)) }
 
   /// Adds a batch of `sequences` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
+    let (s, sums, columns) = (running, batchSums, self.columns)
     let n = Double(sequences), total = Double(sequences + b)
-    for j in 0..<columns { scaler[j] *= n / total }
     sequences += b
-    var sums = [Double](repeating: 0, count: columns)
+    sums.update(repeating: 0, count: columns)
     for t in 0..<tokens {
       let row = x + t * columns
-      for j in 0..<columns { sums[j] += Double(row[j]) * Double(row[j]) }
+      for j in 0..<columns {
+        let v = Double(row[j])
+        sums[j] += v * v
+      }
     }
-    for j in 0..<columns { scaler[j] += sums[j] / total }
+    for j in 0..<columns { s[j] = s[j] * (n / total) + sums[j] / total }
   }
 }
 

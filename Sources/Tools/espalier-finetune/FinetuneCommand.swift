@@ -60,37 +60,25 @@ struct FinetuneCommand: ParsableCommand {
   @OptionGroup var out: OutputOptions
   @OptionGroup var report: ReportOptions
 
-  var targetNames: [String] { targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+  var options: FinetuneOptions {
+    var o = FinetuneOptions()
+    (o.method, o.rank, o.alpha, o.scaleRule, o.gradient, o.dropout) = (method, rank, alpha, scaleRule, gradient, dropout)
+    o.targets = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+    (o.initialization, o.initSamples, o.maxMemory, o.lr, o.minLr, o.warmup) = (initialization, initSamples, memory.maxMemory.bytes, lr, minLr, warmup)
+    (o.weightDecay, o.maxGradNorm, o.batchSize, o.gradAccum, o.seqLen, o.steps) = (weightDecay, maxGradNorm, batchSize, gradAccum, seqLen, steps)
+    (o.epochs, o.seed, o.saveEvery, o.resume, o.overwrite) = (epochs, seed, saveEvery, resume, out.overwrite)
+    return o
+  }
 
   func validate() throws {
-    for name in targetNames where !ProjectionNames.all.contains(name) {
-      throw ValidationError("--targets: unknown projection `\(name)` (choose from \(ProjectionNames.all.joined(separator: ", ")))")
-    }
-    guard !targetNames.isEmpty else { throw ValidationError("--targets is empty") }
-    if initialization == .gradient && method == .spp { throw ValidationError("--init gradient needs a low-rank method; spp starts from b = 0") }
-    guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1)") }
-    if dropout > 0 && !(method == .lora || method == .sqft) {
-      throw ValidationError("--dropout applies to lora and sqft: \(method.rawValue) merges its adapter into the weight, leaving no branch to drop")
-    }
-    guard rank >= 1, alpha > 0 else { throw ValidationError("--rank must be >= 1 and --alpha > 0") }
-    guard lr > 0, minLr >= 0, minLr <= lr, warmup >= 0 else { throw ValidationError("need --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0") }
-    guard weightDecay >= 0, maxGradNorm >= 0 else { throw ValidationError("--weight-decay and --max-grad-norm must be >= 0") }
-    guard batchSize >= 1, gradAccum >= 1, seqLen >= 2, initSamples >= 1, saveEvery >= 0, epochs > 0, (steps ?? 1) >= 1 else {
-      throw ValidationError("--batch-size, --grad-accum, --init-samples, --steps must be >= 1, --seq-len >= 2, --save-every >= 0, --epochs > 0")
-    }
-    guard !(resume && out.overwrite) else { throw ValidationError("--resume and --overwrite exclude each other") }
+    do { try options.check() } catch { throw ValidationError("\(error)") }
     let exists = FileManager.default.fileExists(atPath: output)
     if exists && !resume && !out.overwrite { throw ValidationError("\(output) exists; pass --resume to continue it or --overwrite to start afresh") }
     if resume && !exists { throw ValidationError("--resume: \(output) does not exist") }
   }
 
   func run() throws {
-    var o = FinetuneOptions()
-    (o.method, o.rank, o.alpha, o.scaleRule, o.gradient, o.dropout, o.targets) = (method, rank, alpha, scaleRule, gradient, dropout, targetNames)
-    (o.initialization, o.initSamples, o.maxMemory, o.lr, o.minLr, o.warmup) = (initialization, initSamples, memory.maxMemory.bytes, lr, minLr, warmup)
-    (o.weightDecay, o.maxGradNorm, o.batchSize, o.gradAccum, o.seqLen, o.steps) = (weightDecay, maxGradNorm, batchSize, gradAccum, seqLen, steps)
-    (o.epochs, o.seed, o.saveEvery, o.resume, o.overwrite) = (epochs, seed, saveEvery, resume, out.overwrite)
-    let options = o
+    let options = self.options
     try runReportingErrors {
       let clock = Stopwatch()
       let progress = Progress("init: gradients", total: 0)
