@@ -18,26 +18,30 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
   case invalidTensorView(dtype: DType, shape: [Int], byteCount: Int)
   case tensorNotFound(file: String, tensor: String)
 
-  // checkpoints made of several files
+  // Checkpoints made of several files: an index.json that is not a valid index, a shard it names that
+  // is missing, a tensor in two shards, an index whose weight_map disagrees with the shards' headers.
   case invalidIndex(file: String, reason: String)
   case missingShard(index: String, shard: String)
   case duplicateTensorAcrossShards(tensor: String, first: String, second: String)
   case indexMismatch(index: String, reason: String)
+  /// The path is none of the layouts Espalier reads.
   case notACheckpoint(path: String, reason: String)
+  /// A size (--max-shard-size, --max-memory) that does not parse.
   case invalidSize(text: String)
 
-  // GGUF and HDF5
+  // GGUF (its bytes break the format, a ggml type without a dequantiser, Q/K rows that do not split
+  // into heads, an architecture outside the Llama family, a metadata key the conversion needs) and
+  // HDF5 (libhdf5 refused, or the file is not a layout Espalier reads).
   case gguf(file: String, problem: GGUFProblem)
   case unsupportedGGMLType(file: String, tensor: String, type: String)
-  case hdf5(file: String, reason: String)
   case invalidPermutation(rows: Int, heads: Int)
   case unsupportedArchitecture(file: String, architecture: String)
   case missingMetadata(file: String, key: String)
+  case hdf5(file: String, reason: String)
 
-  // compressed sparse checkpoints: a stored tensor that does not decode (corrupt frame, checksum, mask)
+  // A stored tensor of a compressed sparse checkpoint that does not decode (corrupt frame, checksum,
+  // mask); a dtype conversion that does not exist; I/O.
   case compressed(file: String, tensor: String, reason: String)
-
-  // conversions and I/O
   case unsupportedConversion(from: DType, to: DType)
   case io(file: String, reason: String)
   /// Several problems found by a loader that collects them all before failing.

@@ -33,6 +33,20 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
   /// An option combination the operation cannot honour.
   case invalidRequest(String)
 
+  /// Runs `body`, passing Surgery's errors through and wrapping Formats' (anything else becomes an I/O
+  /// error on `path`): for library code that mixes reading and math in one block.
+  static func wrapping<R>(_ path: String, _ body: () throws -> R) throws(SurgeryError) -> R {
+    do {
+      return try body()
+    } catch let error as SurgeryError {
+      throw error
+    } catch let error as FormatError {
+      throw .format(error)
+    } catch {
+      throw .format(.io(file: path, reason: "\(error)"))
+    }
+  }
+
   public var description: String {
     switch self {
     case .invalidPattern(let t): return "invalid N:M pattern `\(t)` (expected N:M with 0 <= N <= M, M >= 1, e.g. 2:4)"

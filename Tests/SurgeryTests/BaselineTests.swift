@@ -25,13 +25,14 @@ import Testing
               drop.seed = 12345
               let layer: LinearLayer
               if kind == .lora {
-                let lora = LoRALinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
+                let factors = LowRankFactors(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
                   a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
+                let lora = LoRALinear(factors)
                 lora.dropout = drop
                 layer = lora
               } else {
-                let sqft = SQFTLinear(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
-                  a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
+                let sqft = SQFTLinear(LowRankFactors(weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: 1.5,
+                  a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!))
                 sqft.dropout = drop
                 layer = sqft
               }

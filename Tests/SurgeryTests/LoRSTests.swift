@@ -23,10 +23,10 @@ import Testing
         b.withUnsafeMutableBufferPointer { bp in
           gA.withUnsafeMutableBufferPointer { gap in
             gB.withUnsafeMutableBufferPointer { gbp in
-              let layer = LoRSLinear(
+              let factors = LowRankFactors(
                 weight: w.baseAddress!, bias: nil, inFeatures: 4, outFeatures: 3, rank: 2, scale: s,
-                a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!,
-                gradient: form, workspace: AdapterWorkspace())
+                a: ap.baseAddress!, b: bp.baseAddress!, gradA: gap.baseAddress!, gradB: gbp.baseAddress!)
+              let layer = LoRSLinear(factors, gradient: form, workspace: AdapterWorkspace())
               layer.forward(out: &y, inp: x, N: 2)
               layer.backward(dinp: &dx, dout: gy, inp: x, N: 2)
               layer.mergedWeight(into: &wm)

@@ -104,7 +104,7 @@ public struct GGUFTensorInfo: Equatable, Sendable {
 
 public final class GGUFFile: @unchecked Sendable {
   public static let defaultAlignment = 32
-  public let path: String
+  public var path: String { mapped.path }
   public let version: UInt32
   /// Metadata keys in file order, and their values.
   public let keys: [String]
@@ -116,7 +116,6 @@ public final class GGUFFile: @unchecked Sendable {
   private let byName: [String: Int]
 
   public init(path: String) throws(FormatError) {
-    self.path = path
     mapped = try MappedFile(path: path)
     let parsed: GGUFParser.Result
     do { parsed = try GGUFParser.parse(mapped.bytes) } catch { throw .gguf(file: path, problem: error) }

@@ -136,13 +136,12 @@ public enum Safetensors {
 
 /// An opened safetensors file: validated header over a read-only map.
 public final class SafetensorsFile: @unchecked Sendable {
-  public let path: String
   public let header: SafetensorsHeader
   private let mapped: MappedFile
   private let byName: [String: Int]
+  public var path: String { mapped.path }
 
   public init(path: String) throws(FormatError) {
-    self.path = path
     mapped = try MappedFile(path: path)
     header = try Safetensors.parseHeader(mapped.bytes, file: path)
     var index: [String: Int] = [:]

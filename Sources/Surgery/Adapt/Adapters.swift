@@ -120,19 +120,17 @@ public final class AdapterSet {
       let (a, b) = (params.pointer(prefix + ".lora_A")!, params.pointer(prefix + ".lora_B")!)
       let (gA, gB) = (grads.pointer(prefix + ".lora_A")!, grads.pointer(prefix + ".lora_B")!)
       let (out, inp) = (shape[0], shape[1])
+      let factors = LowRankFactors(
+        weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
       switch method {
       case .lors:
-        model.linears[l][p] = LoRSLinear(
-          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale,
-          a: a, b: b, gradA: gA, gradB: gB, gradient: gradient, workspace: workspace)
+        model.linears[l][p] = LoRSLinear(factors, gradient: gradient, workspace: workspace)
       case .lora:
-        let layer = LoRALinear(
-          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+        let layer = LoRALinear(factors)
         layer.dropout = AdapterDropout(probability: dropout)
         model.linears[l][p] = layer
       case .sqft:
-        let layer = SQFTLinear(
-          weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+        let layer = SQFTLinear(factors)
         layer.dropout = AdapterDropout(probability: dropout)
         model.linears[l][p] = layer
       case .spp:

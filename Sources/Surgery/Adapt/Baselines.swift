@@ -5,42 +5,15 @@
 //   SQFT:  y = x·(W + s·(B·A) ⊙ M)ᵀ with the merged weight and the mask KEPT from forward to backward (the
 //          memory cost LoRS removes); exact gradients dB = s·(G ⊙ M)·Aᵀ, dA = s·Bᵀ·(G ⊙ M), G = dYᵀ·X.
 
-/// A frozen weight with PEFT-named low-rank factors and their gradients, shared by the baselines.
-public struct LowRankFactors {
-  public let inFeatures: Int
-  public let outFeatures: Int
-  public let rank: Int
-  public let scale: Float
-  let weight: UnsafePointer<Float>
-  let bias: UnsafePointer<Float>?
-  public let a: UnsafeMutablePointer<Float>  // (r, in)
-  public let b: UnsafeMutablePointer<Float>  // (out, r)
-  public let gradA: UnsafeMutablePointer<Float>
-  public let gradB: UnsafeMutablePointer<Float>
-
-  public init(
-    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int, scale: Float,
-    a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>
-  ) {
-    (self.weight, self.bias, self.inFeatures, self.outFeatures, self.rank, self.scale) = (weight, bias, inFeatures, outFeatures, rank, scale)
-    (self.a, self.b, self.gradA, self.gradB) = (a, b, gradA, gradB)
-  }
-
-}
-
 public final class LoRALinear: LinearLayer {
   public let factors: LowRankFactors
   public var dropout = AdapterDropout(probability: 0)
   public var inFeatures: Int { factors.inFeatures }
   public var outFeatures: Int { factors.outFeatures }
 
-  public init(
-    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int, scale: Float,
-    a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>
-  ) {
-    factors = LowRankFactors(
-      weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures, rank: rank, scale: scale,
-      a: a, b: b, gradA: gradA, gradB: gradB)
+  /// `factors` in PEFT's naming: a = lora_A (r, in), b = lora_B (out, r).
+  public init(_ factors: LowRankFactors) {
+    self.factors = factors
   }
 
   public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
@@ -99,16 +72,13 @@ public final class SQFTLinear: LinearLayer {
   let merged: UnsafeMutablePointer<Float>
   let mask: UnsafeMutablePointer<Bool>
 
-  public init(
-    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int, scale: Float,
-    a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>
-  ) {
-    factors = LowRankFactors(
-      weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures, rank: rank, scale: scale,
-      a: a, b: b, gradA: gradA, gradB: gradB)
-    merged = .allocate(capacity: outFeatures * inFeatures)
-    mask = .allocate(capacity: outFeatures * inFeatures)
-    for k in 0..<(outFeatures * inFeatures) { mask[k] = weight[k] != 0 }
+  /// `factors` in PEFT's naming: a = lora_A (r, in), b = lora_B (out, r).
+  public init(_ factors: LowRankFactors) {
+    self.factors = factors
+    let (weight, count) = (factors.weight, factors.outFeatures * factors.inFeatures)
+    merged = .allocate(capacity: count)
+    mask = .allocate(capacity: count)
+    for k in 0..<count { mask[k] = weight[k] != 0 }
   }
   deinit {
     merged.deallocate()

@@ -164,8 +164,7 @@ public enum Finetune {
       baseFingerprint: adapters.baseFingerprint(model: llama), windows: data.windows.count, targetTokens: data.targetTokens)
     let store = TrainingStore(directory: output)
 
-    let trainer: Trainer
-    do {
+    let trainer: Trainer = try SurgeryError.wrapping(output) {
       if o.resume {
         guard let latest = store.latestCheckpoint() else { throw SurgeryError.resume("no checkpoint in \(store.checkpoints)") }
         let state = try store.checkpointState(latest)
@@ -173,21 +172,15 @@ public enum Finetune {
         guard differences.isEmpty else {
           throw SurgeryError.resume("the checkpoint was made with other settings: " + differences.joined(separator: "; "))
         }
-        trainer = try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
+        let trainer = try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
         try trainer.restore(try TrainingCheckpoint.state(state, try store.checkpointTensors(latest), layout: adapters.params.layout, path: latest))
         try store.truncateLog(afterStep: trainer.step)
         events(.info("resumed from \(latest) at step \(trainer.step)"))
-      } else {
-        try store.create(replacing: o.overwrite)
-        try initialize(adapters, llama: llama, data: data, T: T, options: o, events: events)
-        trainer = try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
+        return trainer
       }
-    } catch let error as SurgeryError {
-      throw error
-    } catch let error as FormatError {
-      throw .format(error)
-    } catch {
-      throw .format(.io(file: output, reason: "\(error)"))
+      try store.create(replacing: o.overwrite)
+      try initialize(adapters, llama: llama, data: data, T: T, options: o, events: events)
+      return try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
     }
     events(.info(
       "\(o.method.rawValue): \(adapters.prefixes.count) projections, \(adapters.params.layout.totalCount) trainable parameters, "

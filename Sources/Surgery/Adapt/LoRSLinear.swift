@@ -34,40 +34,27 @@ public final class AdapterWorkspace {
 }
 
 public final class LoRSLinear: RecomputedWeightLayer {
-  public let inFeatures: Int
-  public let outFeatures: Int
-  public let rank: Int
-  public let scale: Float
+  /// The frozen weight (its zeros are the mask) and the factors in LoRS' naming: A (out, r), B (r, in).
+  public let factors: LowRankFactors
   public var gradient: LoRSGradient
-  /// Frozen weight (out, in); its zeros are the mask.
-  let weight: UnsafePointer<Float>
-  let bias: UnsafePointer<Float>?
-  /// Trainable factors and their gradients (accumulated by backward).
-  public let a: UnsafeMutablePointer<Float>  // (out, r)
-  public let b: UnsafeMutablePointer<Float>  // (r, in)
-  public let gradA: UnsafeMutablePointer<Float>
-  public let gradB: UnsafeMutablePointer<Float>
   let workspace: AdapterWorkspace
 
-  public init(
-    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, inFeatures: Int, outFeatures: Int, rank: Int,
-    scale: Float, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
-    gradA: UnsafeMutablePointer<Float>, gradB: UnsafeMutablePointer<Float>,
-    gradient: LoRSGradient = .reordered, workspace: AdapterWorkspace
-  ) {
-    self.weight = weight
-    self.bias = bias
-    self.inFeatures = inFeatures
-    self.outFeatures = outFeatures
-    self.rank = rank
-    self.scale = scale
-    self.a = a
-    self.b = b
-    self.gradA = gradA
-    self.gradB = gradB
+  public init(_ factors: LowRankFactors, gradient: LoRSGradient = .reordered, workspace: AdapterWorkspace) {
+    self.factors = factors
     self.gradient = gradient
     self.workspace = workspace
   }
+
+  public var inFeatures: Int { factors.inFeatures }
+  public var outFeatures: Int { factors.outFeatures }
+  public var rank: Int { factors.rank }
+  public var scale: Float { factors.scale }
+  var weight: UnsafePointer<Float> { factors.weight }
+  var bias: UnsafePointer<Float>? { factors.bias }
+  public var a: UnsafeMutablePointer<Float> { factors.a }
+  public var b: UnsafeMutablePointer<Float> { factors.b }
+  public var gradA: UnsafeMutablePointer<Float> { factors.gradA }
+  public var gradB: UnsafeMutablePointer<Float> { factors.gradB }
 
   /// Wm = (W + s·A·B) ⊙ M into `out` (out, in).
   public func mergedWeight(into out: UnsafeMutablePointer<Float>) {

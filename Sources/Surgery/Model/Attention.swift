@@ -21,13 +21,12 @@ public enum Attention {
     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
     B: Int, T: Int, H: Int, KV: Int, hd: Int
   ) {
-    let group = H / KV
-    let scale = 1 / Float(hd).squareRoot()
-    let rowStride = H * hd, kvStride = KV * hd
+    let heads = Heads(T: T, H: H, KV: KV, hd: hd)
+    let (scale, rowStride, kvStride) = (heads.scale, heads.rowStride, heads.kvStride)
     parallelOverGroups(B: B, KV: KV, T: T) { b, g, scratch in
       let s = scratch
-      for h in (g * group)..<((g + 1) * group) {
-        let qh = q + (b * T * H + h) * hd, kg = k + (b * T * KV + g) * hd, vg = v + (b * T * KV + g) * hd
+      for h in heads.queryHeads(of: g) {
+        let qh = q + heads.query(b, h), kg = k + heads.keyValue(b, g), vg = v + heads.keyValue(b, g)
         for i0 in stride(from: 0, to: T, by: rowBlock) {
           let rows = min(rowBlock, T - i0), keys = i0 + rows
           // S (rows, keys) = Q_h[i0..<i0+rows] · K_g[0..<keys]ᵀ
@@ -42,7 +41,7 @@ public enum Attention {
             lse[(b * H + h) * T + i] = m + logf(sum)
           }
           // O_h[i0..<i0+rows] = P · V_g[0..<keys]
-          Gemm.sgemm(out + (b * T * H + h) * hd + i0 * rowStride, s, vg, m: rows, n: hd, k: keys, ldb: kvStride, ldc: rowStride)
+          Gemm.sgemm(out + heads.query(b, h) + i0 * rowStride, s, vg, m: rows, n: hd, k: keys, ldb: kvStride, ldc: rowStride)
         }
       }
     }
@@ -55,15 +54,14 @@ public enum Attention {
     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
     B: Int, T: Int, H: Int, KV: Int, hd: Int
   ) {
-    let group = H / KV
-    let scale = 1 / Float(hd).squareRoot()
-    let rowStride = H * hd, kvStride = KV * hd
+    let heads = Heads(T: T, H: H, KV: KV, hd: hd)
+    let (scale, rowStride, kvStride) = (heads.scale, heads.rowStride, heads.kvStride)
     parallelOverGroups(B: B, KV: KV, T: T) { b, g, scratch in
       let p = scratch, dp = scratch + T * T
-      for h in (g * group)..<((g + 1) * group) {
-        let qh = q + (b * T * H + h) * hd, kg = k + (b * T * KV + g) * hd, vg = v + (b * T * KV + g) * hd
-        let oh = out + (b * T * H + h) * hd, doh = dout + (b * T * H + h) * hd
-        let dqh = dq + (b * T * H + h) * hd, dkg = dk + (b * T * KV + g) * hd, dvg = dv + (b * T * KV + g) * hd
+      for h in heads.queryHeads(of: g) {
+        let (qo, kvo) = (heads.query(b, h), heads.keyValue(b, g))
+        let (qh, kg, vg, oh, doh) = (q + qo, k + kvo, v + kvo, out + qo, dout + qo)
+        let (dqh, dkg, dvg) = (dq + qo, dk + kvo, dv + kvo)
         for i0 in stride(from: 0, to: T, by: rowBlock) {
           let rows = min(rowBlock, T - i0), keys = i0 + rows
           let qb = qh + i0 * rowStride, dob = doh + i0 * rowStride
@@ -151,6 +149,19 @@ public enum Attention {
       }
     }
   }
+}
+
+/// Where each head lives in the (B, T, heads, hd) activations: query head h of batch b starts at
+/// query(b, h) with rows rowStride apart; its key/value head g = h / (H / KV) at keyValue(b, g), rows
+/// kvStride apart. Scores are scaled by 1/√hd.
+struct Heads {
+  let T: Int, H: Int, KV: Int, hd: Int
+  var rowStride: Int { H * hd }
+  var kvStride: Int { KV * hd }
+  var scale: Float { 1 / Float(hd).squareRoot() }
+  func queryHeads(of g: Int) -> Range<Int> { (g * (H / KV))..<((g + 1) * (H / KV)) }
+  func query(_ b: Int, _ h: Int) -> Int { (b * T * H + h) * hd }
+  func keyValue(_ b: Int, _ g: Int) -> Int { (b * T * KV + g) * hd }
 }
 
 /// A pointer handed to concurrent workers that touch disjoint parts of it.

@@ -29,7 +29,7 @@ public final class LlamaModel: @unchecked Sendable {
   /// Loads config.json and every weight of a checkpoint (any format Formats reads), widening to f32.
   /// All missing or misshapen tensors are reported together. `maxPositions` sizes the RoPE tables.
   public static func load(_ path: String, maxPositions: Int? = nil) throws(SurgeryError) -> LlamaModel {
-    do {
+    try SurgeryError.wrapping(path) {
       let reader = try Checkpoint.open(path)
       let config = try LlamaConfig.of(reader)
       let layout = ParamLayout(LlamaTensors.names(config))
@@ -55,12 +55,6 @@ public final class LlamaModel: @unchecked Sendable {
         reader.release(e.name)
       }
       return LlamaModel(config: config, params: arena, maxPositions: maxPositions ?? config.maxPositionEmbeddings)
-    } catch let error as SurgeryError {
-      throw error
-    } catch let error as FormatError {
-      throw .format(error)
-    } catch {
-      throw .format(.io(file: path, reason: "\(error)"))
     }
   }
 

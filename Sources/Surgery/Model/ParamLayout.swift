@@ -50,26 +50,17 @@ public enum LlamaTensors {
     var list: [(String, [Int])] = [("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])]
     for l in 0..<c.layers {
       let p = "model.layers.\(l)."
-      list.append((p + "input_layernorm.weight", [c.hiddenSize]))
-      list.append((p + "self_attn.q_proj.weight", [c.qDim, c.hiddenSize]))
-      list.append((p + "self_attn.k_proj.weight", [c.kvDim, c.hiddenSize]))
-      list.append((p + "self_attn.v_proj.weight", [c.kvDim, c.hiddenSize]))
-      if c.attentionBias {
-        list.append((p + "self_attn.q_proj.bias", [c.qDim]))
-        list.append((p + "self_attn.k_proj.bias", [c.kvDim]))
-        list.append((p + "self_attn.v_proj.bias", [c.kvDim]))
+      /// A group of projections (out, in): their weights, then their biases when the config has them.
+      func projections(_ group: [(String, Int, Int)], bias: Bool) {
+        for (name, out, inp) in group { list.append((p + name + ".weight", [out, inp])) }
+        if bias { for (name, out, _) in group { list.append((p + name + ".bias", [out])) } }
       }
-      list.append((p + "self_attn.o_proj.weight", [c.hiddenSize, c.qDim]))
-      if c.outputBias { list.append((p + "self_attn.o_proj.bias", [c.hiddenSize])) }
-      list.append((p + "post_attention_layernorm.weight", [c.hiddenSize]))
-      list.append((p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]))
-      list.append((p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]))
-      list.append((p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize]))
-      if c.mlpBias {
-        list.append((p + "mlp.gate_proj.bias", [c.intermediateSize]))
-        list.append((p + "mlp.up_proj.bias", [c.intermediateSize]))
-        list.append((p + "mlp.down_proj.bias", [c.hiddenSize]))
-      }
+      let (hidden, q, kv, mlp) = (c.hiddenSize, c.qDim, c.kvDim, c.intermediateSize)
+      list.append((p + "input_layernorm.weight", [hidden]))
+      projections([("self_attn.q_proj", q, hidden), ("self_attn.k_proj", kv, hidden), ("self_attn.v_proj", kv, hidden)], bias: c.attentionBias)
+      projections([("self_attn.o_proj", hidden, q)], bias: c.outputBias)
+      list.append((p + "post_attention_layernorm.weight", [hidden]))
+      projections([("mlp.gate_proj", mlp, hidden), ("mlp.up_proj", mlp, hidden), ("mlp.down_proj", hidden, mlp)], bias: c.mlpBias)
     }
     list.append(("model.norm.weight", [c.hiddenSize]))
     if !c.tieWordEmbeddings { list.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }

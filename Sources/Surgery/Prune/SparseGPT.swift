@@ -4,39 +4,22 @@
 // per block from W²/diag(U)² with one threshold, N:M masks per group just before the group is processed;
 // errors are compensated inside the block and pushed to later columns in one lazy product.
 
-/// H of one linear layer, accumulated sequence by sequence: H ← H·n/(n+b); H += (2/(n+b))·XᵀX. The sum
-/// and the batch's XᵀX live in buffers allocated once; the update runs over raw pointers.
-public final class HessianAccumulator {
-  public let columns: Int
-  public private(set) var sequences = 0
-  /// (columns, columns), row-major, in Double for a stable sum.
-  private let sum: UnsafeMutablePointer<Double>
-  private let xtx: UnsafeMutablePointer<Float>
-
+/// H of one linear layer, accumulated sequence by sequence: H ← H·n/(n+b); H += (2/(n+b))·XᵀX, in Double
+/// for a stable sum, with the batch's XᵀX computed into the scratch buffer.
+public final class HessianAccumulator: CalibrationStatistic {
   public init(columns: Int) {
-    self.columns = columns
-    let count = max(1, columns * columns)
-    sum = .allocate(capacity: count)
-    sum.initialize(repeating: 0, count: count)
-    xtx = .allocate(capacity: count)
-  }
-
-  deinit {
-    sum.deallocate()
-    xtx.deallocate()
+    super.init(columns: columns, values: columns * columns, scratch: columns * columns * MemoryLayout<Float>.stride)
   }
 
   /// H as a row-major (columns, columns) array.
-  public var h: [Double] { Array(UnsafeBufferPointer(start: sum, count: columns * columns)) }
+  public var h: [Double] { values }
 
   /// Adds `b` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
-    let (h, xtx, count) = (sum, self.xtx, columns * columns)
-    let total = Double(sequences + b)
-    let (decay, scale) = (Double(sequences) / total, 2 / total)
+    let xtx = scratch.assumingMemoryBound(to: Float.self)
     Gemm.sgemm(xtx, x, x, m: columns, n: columns, k: tokens, transA: true)
-    for i in 0..<count { h[i] = h[i] * decay + scale * Double(xtx[i]) }
-    sequences += b
+    let scale = 2 / Double(sequences + b)
+    fold(sequences: b) { k, _ in scale * Double(xtx[k]) }
   }
 }
 

@@ -3,33 +3,15 @@
 
 /// Per-input-column statistics of one linear layer, accumulated sequence by sequence as Wanda does:
 /// s ← s·n/(n+b); n ← n + b; s += ‖X_batch[:, j]‖² / n, with b the number of sequences in the batch.
-/// The running sums live in buffers allocated once, so the per-token loop runs over raw pointers.
-public final class WandaStatistics {
-  public let columns: Int
-  public private(set) var sequences = 0
-  private let running: UnsafeMutablePointer<Double>
-  private let batchSums: UnsafeMutablePointer<Double>
-
-  public init(columns: Int) {
-    self.columns = columns
-    running = .allocate(capacity: max(1, columns))
-    running.initialize(repeating: 0, count: max(1, columns))
-    batchSums = .allocate(capacity: max(1, columns))
-  }
-
-  deinit {
-    running.deallocate()
-    batchSums.deallocate()
-  }
+public final class WandaStatistics: CalibrationStatistic {
+  public init(columns: Int) { super.init(columns: columns, values: columns, scratch: columns * MemoryLayout<Double>.stride) }
 
   /// The running mean of Σ_tokens x_j² per column.
-  public var scaler: [Double] { Array(UnsafeBufferPointer(start: running, count: columns)) }
+  public var scaler: [Double] { values }
 
   /// Adds a batch of `sequences` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
-    let (s, sums, columns) = (running, batchSums, self.columns)
-    let n = Double(sequences), total = Double(sequences + b)
-    sequences += b
+    let (sums, columns) = (scratch.assumingMemoryBound(to: Double.self), self.columns)
     sums.update(repeating: 0, count: columns)
     for t in 0..<tokens {
       let row = x + t * columns
@@ -38,7 +20,7 @@ public final class WandaStatistics {
         sums[j] += v * v
       }
     }
-    for j in 0..<columns { s[j] = s[j] * (n / total) + sums[j] / total }
+    fold(sequences: b) { j, total in sums[j] / total }
   }
 }
 
