@@ -18,12 +18,8 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
   case invalidTensorView(dtype: DType, shape: [Int], byteCount: Int)
   case tensorNotFound(file: String, tensor: String)
 
-  // Checkpoints made of several files: an index.json that is not a valid index, a shard it names that
-  // is missing, a tensor in two shards, an index whose weight_map disagrees with the shards' headers.
-  case invalidIndex(file: String, reason: String)
-  case missingShard(index: String, shard: String)
-  case duplicateTensorAcrossShards(tensor: String, first: String, second: String)
-  case indexMismatch(index: String, reason: String)
+  /// A sharded checkpoint whose index (model.safetensors.index.json) and shards do not fit together.
+  case shards(index: String, problem: ShardProblem)
   /// The path is none of the layouts Espalier reads.
   case notACheckpoint(path: String, reason: String)
   /// A size (--max-shard-size, --max-memory) that does not parse.
@@ -63,10 +59,7 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
     case .metadataIncompleteBuffer(let f): return "\(f): incomplete metadata, file not fully covered"
     case .invalidTensorView(let d, let s, let n): return "invalid tensor view: \(d) \(s) does not fit \(n) bytes"
     case .tensorNotFound(let f, let t): return "\(f): no tensor named `\(t)`"
-    case .invalidIndex(let f, let r): return "\(f): invalid shard index: \(r)"
-    case .missingShard(let i, let s): return "\(i): shard `\(s)` is missing"
-    case .duplicateTensorAcrossShards(let t, let a, let b): return "tensor `\(t)` appears in both \(a) and \(b)"
-    case .indexMismatch(let i, let r): return "\(i): \(r)"
+    case .shards(let i, let p): return "\(i): \(p)"
     case .notACheckpoint(let p, let r): return "\(p): not a checkpoint: \(r)"
     case .invalidSize(let t): return "invalid size `\(t)` (expected e.g. 5GB, 500MB, 2GiB or a byte count)"
     case .gguf(let f, let p): return "\(f): \(p)"
@@ -82,6 +75,27 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
     case .unsupportedConversion(let a, let b): return "conversion from \(a) to \(b) is not supported"
     case .io(let f, let r): return "\(f): \(r)"
     case .many(let errors): return errors.map(\.description).joined(separator: "\n")
+    }
+  }
+}
+
+/// What is wrong between a shard index and its shards.
+public enum ShardProblem: Equatable, Sendable, CustomStringConvertible {
+  /// The index is not a valid index.
+  case invalidIndex(String)
+  /// A shard the index names does not exist.
+  case missingShard(String)
+  /// Two shards hold a tensor of the same name.
+  case duplicateTensor(String, first: String, second: String)
+  /// The index's weight_map and the shards' headers disagree.
+  case mismatch(String)
+
+  public var description: String {
+    switch self {
+    case .invalidIndex(let r): return "invalid shard index: \(r)"
+    case .missingShard(let s): return "shard `\(s)` is missing"
+    case .duplicateTensor(let t, let a, let b): return "tensor `\(t)` appears in both \(a) and \(b)"
+    case .mismatch(let r): return r
     }
   }
 }

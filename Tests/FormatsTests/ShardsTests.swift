@@ -91,7 +91,7 @@ import Testing
   @Test func missingShardIsNamed() throws {
     let dir = try brokenCopy { try FileManager.default.removeItem(atPath: $0.file("model-00002-of-00003.safetensors")) }
     let indexPath = dir.path + "/" + ShardIndex.fileName
-    #expect(throws: FormatError.missingShard(index: indexPath, shard: "model-00002-of-00003.safetensors")) {
+    #expect(throws: FormatError.shards(index: indexPath, problem: .missingShard("model-00002-of-00003.safetensors"))) {
       _ = try SafetensorsCheckpoint(path: dir.path)
     }
   }

@@ -39,7 +39,7 @@ public final class SafetensorsCheckpoint: CheckpointReader, @unchecked Sendable 
         fileNames = loaded.shardFiles
         let missing = fileNames.filter { !FileSystem.exists(directory + $0) }
         if !missing.isEmpty {
-          throw FormatError.many(missing.map { .missingShard(index: directory + ShardIndex.fileName, shard: $0) }).flattened
+          throw FormatError.many(missing.map { .shards(index: directory + ShardIndex.fileName, problem: .missingShard($0)) }).flattened
         }
       } else if FileSystem.exists(directory + "model.safetensors") {
         fileNames = ["model.safetensors"]
@@ -70,19 +70,19 @@ public final class SafetensorsCheckpoint: CheckpointReader, @unchecked Sendable 
     for (f, file) in files.enumerated() {
       for e in file.entries {
         if let previous = byName[e.info.name] {
-          problems.append(.duplicateTensorAcrossShards(
-            tensor: e.info.name, first: files[entries[previous].file].path, second: file.path))
+          problems.append(.shards(
+            index: directory + ShardIndex.fileName, problem: .duplicateTensor(e.info.name, first: files[entries[previous].file].path, second: file.path)))
           continue
         }
         byName[e.info.name] = entries.count
         entries.append(CheckpointEntry(file: f, entry: e))
         if let index, index.weightMap[e.info.name] != fileNames[f] {
           let indexPath = directory + ShardIndex.fileName
-          problems.append(.indexMismatch(
+          problems.append(.shards(
             index: indexPath,
-            reason: index.weightMap[e.info.name] == nil
+            problem: .mismatch(index.weightMap[e.info.name] == nil
               ? "tensor `\(e.info.name)` in \(fileNames[f]) is not in the weight_map"
-              : "tensor `\(e.info.name)` is mapped to \(index.weightMap[e.info.name]!) but stored in \(fileNames[f])"))
+              : "tensor `\(e.info.name)` is mapped to \(index.weightMap[e.info.name]!) but stored in \(fileNames[f])")))
         }
       }
     }

@@ -75,18 +75,18 @@ public struct ShardIndex: Equatable, Sendable {
     defer { withExtendedLifetime(mapped) {} }
     let root: JSONValue
     do { root = try JSONParser.parse(mapped.bytes) } catch {
-      throw .invalidIndex(file: path, reason: error.description)
+      throw .shards(index: path, problem: .invalidIndex(error.description))
     }
     guard let object = root.objectValue, let map = object["weight_map"]?.objectValue else {
-      throw .invalidIndex(file: path, reason: "no `weight_map` object")
+      throw .shards(index: path, problem: .invalidIndex("no `weight_map` object"))
     }
     var weightMap: [String: String] = [:]
     for name in map.keys {
       guard let shard = map[name]!.stringValue else {
-        throw .invalidIndex(file: path, reason: "weight_map entry `\(name)` is not a string")
+        throw .shards(index: path, problem: .invalidIndex("weight_map entry `\(name)` is not a string"))
       }
       guard !shard.isEmpty, !shard.hasPrefix("/"), !shard.split(separator: "/").contains("..") else {
-        throw .invalidIndex(file: path, reason: "shard path `\(shard)` leaves the checkpoint directory")
+        throw .shards(index: path, problem: .invalidIndex("shard path `\(shard)` leaves the checkpoint directory"))
       }
       weightMap[name] = shard
     }
