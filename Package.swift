@@ -29,9 +29,9 @@ let package = Package(
     .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
     // Everything about bytes: dtypes, tensors, safetensors, checkpoints.
-    .target(name: "Formats", dependencies: ["CHDF5", "CZstd"]),
+    .target(name: "Formats", dependencies: ["CHDF5", "CZstd"], exclude: ["README.md"]),
     // Everything about math on weights.
-    .target(name: "Surgery", dependencies: ["Formats", "CBLAS", "CLAPACKE"]),
+    .target(name: "Surgery", dependencies: ["Formats", "CBLAS", "CLAPACKE"], exclude: ["README.md"]),
     // Shared option groups, reports, exit codes and atomic output for the executables.
     .target(
       name: "ToolSupport",

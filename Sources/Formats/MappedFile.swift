@@ -90,7 +90,7 @@ public final class ScratchFloats {
     let fd = mkstemp(&template)
     guard fd >= 0 else { throw .io(file: directory, reason: "cannot create a temporary file: \(systemErrorText())") }
     defer { close(fd) }
-    unlink(String(cString: template))
+    _ = template.withUnsafeBufferPointer { unlink($0.baseAddress!) }
     guard ftruncate(fd, off_t(bytes)) == 0,
       let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED
     else { throw .io(file: directory, reason: "cannot map \(bytes) bytes of scratch space: \(systemErrorText())") }

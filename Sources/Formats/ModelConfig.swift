@@ -133,7 +133,7 @@ extension LlamaConfig {
 public enum CheckpointConfig: Sendable {
   /// No config.json beside the weights.
   case absent
-  /// config.json is not valid JSON.
+  /// config.json is not valid JSON (or not an object); `reason` names the file.
   case invalid(file: String, reason: String)
   /// Valid JSON, but not a config of a supported family.
   case foreign(file: String, reason: String)

@@ -117,8 +117,8 @@ public enum Verifier {
     case .absent:
       report.notes.append("no config.json beside the weights: names, shapes and dtypes not checked against one")
       return
-    case .invalid(let file, let reason):
-      report.failures.append("\(file): \(reason)")
+    case .invalid(_, let reason):
+      report.failures.append(reason)
       return
     case .foreign(let file, let reason):
       report.notes.append("\(file) is not a Llama config (\(reason)): names and shapes not checked against it")

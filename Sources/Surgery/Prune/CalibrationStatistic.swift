@@ -10,7 +10,7 @@ public class CalibrationStatistic {
   public private(set) var sequences = 0
   let count: Int
   private let buffer: UnsafeMutablePointer<Double>
-  /// Per-batch working space of the subclass (its Σx² or XᵀX).
+  /// Per-batch working space the subclass keeps between batches (Wanda's Σx²).
   let scratch: UnsafeMutableRawPointer
 
   init(columns: Int, values: Int, scratch bytes: Int) {

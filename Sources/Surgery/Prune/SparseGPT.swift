@@ -5,18 +5,18 @@
 // errors are compensated inside the block and pushed to later columns in one lazy product.
 
 /// H of one linear layer, accumulated sequence by sequence: H ← H·n/(n+b); H += (2/(n+b))·XᵀX, in Double
-/// for a stable sum, with the batch's XᵀX computed into the scratch buffer.
+/// for a stable sum. The batch's XᵀX lives only during `add`: a block's seven accumulators would
+/// otherwise hold seven more (columns × columns) buffers between batches.
 public final class HessianAccumulator: CalibrationStatistic {
-  public init(columns: Int) {
-    super.init(columns: columns, values: columns * columns, scratch: columns * columns * MemoryLayout<Float>.stride)
-  }
+  public init(columns: Int) { super.init(columns: columns, values: columns * columns, scratch: 0) }
 
   /// H as a row-major (columns, columns) array.
   public var h: [Double] { values }
 
   /// Adds `b` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
-    let xtx = scratch.assumingMemoryBound(to: Float.self)
+    let xtx = UnsafeMutablePointer<Float>.allocate(capacity: columns * columns)
+    defer { xtx.deallocate() }
     Gemm.sgemm(xtx, x, x, m: columns, n: columns, k: tokens, transA: true)
     let scale = 2 / Double(sequences + b)
     fold(sequences: b) { k, _ in scale * Double(xtx[k]) }
@@ -36,7 +36,7 @@ public enum SparseGPT {
   /// Prunes `weight` (rows, cols) in place. Retries with percdamp × 10 (up to `maxPercdamp`) when the
   /// Cholesky factorisation fails.
   public static func prune(
-    _ weight: UnsafeMutablePointer<Float>, rows: Int, cols: Int, hessian: [Double], target: SparsityTarget,
+    _ weight: UnsafeMutablePointer<Float>, rows: Int, cols: Int, hessian: consuming [Double], target: SparsityTarget,
     percdamp: Double = 0.01, blockSize: Int = 128, maxPercdamp: Double = 10
   ) throws(SurgeryError) -> SparseGPTResult {
     var h = hessian

@@ -11,7 +11,7 @@ public final class WandaStatistics: CalibrationStatistic {
 
   /// Adds a batch of `sequences` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
-    let (sums, columns) = (scratch.assumingMemoryBound(to: Double.self), self.columns)
+    let (sums, columns) = (scratch.bindMemory(to: Double.self, capacity: self.columns), self.columns)
     sums.update(repeating: 0, count: columns)
     for t in 0..<tokens {
       let row = x + t * columns
