@@ -156,9 +156,11 @@ public enum Pruner {
         if let stats = wanda[p] {
           MaskSelection.apply(Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target), to: weight)
         } else if let h = hessians[p] {
-          let result = try SparseGPT.prune(
-            weight, rows: rows, cols: cols, hessian: h.h, target: options.target, percdamp: options.percdamp,
-            blockSize: options.blockSize)
+          let result = try h.withValues { (hessian) throws(SurgeryError) in
+            try SparseGPT.prune(
+              weight, rows: rows, cols: cols, hessian: hessian, target: options.target, percdamp: options.percdamp,
+              blockSize: options.blockSize)
+          }
           if result.percdamp != options.percdamp {
             report.warnings.append("\(name): Cholesky failed; percdamp raised to \(result.percdamp)")
           }

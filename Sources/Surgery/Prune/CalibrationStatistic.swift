@@ -28,6 +28,11 @@ public class CalibrationStatistic {
 
   var values: [Double] { Array(UnsafeBufferPointer(start: buffer, count: count)) }
 
+  /// The values in place, without a copy.
+  func withValues<R, E: Error>(_ body: (UnsafeBufferPointer<Double>) throws(E) -> R) throws(E) -> R {
+    try body(UnsafeBufferPointer(start: buffer, count: count))
+  }
+
   /// v[k] ← v[k]·n/(n+b) + term(k, n+b).
   @inline(__always)
   final func fold(sequences b: Int, _ term: (_ k: Int, _ total: Double) -> Double) {

@@ -36,20 +36,30 @@ public enum SparseGPT {
   /// Prunes `weight` (rows, cols) in place. Retries with percdamp × 10 (up to `maxPercdamp`) when the
   /// Cholesky factorisation fails.
   public static func prune(
-    _ weight: UnsafeMutablePointer<Float>, rows: Int, cols: Int, hessian: consuming [Double], target: SparsityTarget,
+    _ weight: UnsafeMutablePointer<Float>, rows: Int, cols: Int, hessian: [Double], target: SparsityTarget,
     percdamp: Double = 0.01, blockSize: Int = 128, maxPercdamp: Double = 10
   ) throws(SurgeryError) -> SparseGPTResult {
-    var h = hessian
+    try hessian.withUnsafeBufferPointer { (h) throws(SurgeryError) in
+      try prune(weight, rows: rows, cols: cols, hessian: h, target: target, percdamp: percdamp, blockSize: blockSize, maxPercdamp: maxPercdamp)
+    }
+  }
+
+  /// The same over H in place (a HessianAccumulator's buffer): H is only read, never copied in Double.
+  public static func prune(
+    _ weight: UnsafeMutablePointer<Float>, rows: Int, cols: Int, hessian h: UnsafeBufferPointer<Double>, target: SparsityTarget,
+    percdamp: Double = 0.01, blockSize: Int = 128, maxPercdamp: Double = 10
+  ) throws(SurgeryError) -> SparseGPTResult {
+    // A column no calibration input reaches has H_jj = 0: its weights are zeroed and H_jj taken as 1.
+    let deadColumns = (0..<cols).map { h[$0 * cols + $0] == 0 }
     var dead = 0
-    for j in 0..<cols where h[j * cols + j] == 0 {
-      h[j * cols + j] = 1
+    for j in 0..<cols where deadColumns[j] {
       for r in 0..<rows { weight[r * cols + j] = 0 }
       dead += 1
     }
     var damp = percdamp
     var u: [Float]
     while true {
-      if let factor = inverseCholeskyUpper(h, n: cols, percdamp: damp) {
+      if let factor = inverseCholeskyUpper(h, n: cols, percdamp: damp, dead: deadColumns) {
         u = factor
         break
       }
@@ -117,11 +127,15 @@ public enum SparseGPT {
     return SparseGPTResult(percdamp: damp, deadColumns: dead, rowLoss: loss)
   }
 
-  /// U with H⁻¹ = UᵀU after damping H += percdamp·mean(diag H)·I, or nil when H is not positive definite.
-  static func inverseCholeskyUpper(_ hessian: [Double], n: Int, percdamp: Double) -> [Float]? {
+  /// U with H⁻¹ = UᵀU after damping H += percdamp·mean(diag H)·I, or nil when H is not positive definite;
+  /// the diagonal of `dead` columns is taken as 1 (before the mean).
+  static func inverseCholeskyUpper(_ hessian: UnsafeBufferPointer<Double>, n: Int, percdamp: Double, dead: [Bool]) -> [Float]? {
     var h = hessian.map { Float($0) }
     var mean = 0.0
-    for j in 0..<n { mean += hessian[j * n + j] }
+    for j in 0..<n {
+      if dead[j] { h[j * n + j] = 1 }
+      mean += dead[j] ? 1 : hessian[j * n + j]
+    }
     let damp = Float(percdamp * mean / Double(n))
     for j in 0..<n { h[j * n + j] += damp }
     // H = L·Lᵀ, then H⁻¹ from L (lower triangle), mirrored to the upper one.
