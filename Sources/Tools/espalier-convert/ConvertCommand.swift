@@ -44,7 +44,7 @@ struct ConvertCommand: ParsableCommand {
   var level: Int = 3
 
   @OptionGroup var out: OutputOptions
-  @OptionGroup var report: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     guard ZstdFrames.levels.contains(level) else { throw ValidationError("--level must be in \(ZstdFrames.levels), not \(level)") }
@@ -61,7 +61,7 @@ struct ConvertCommand: ParsableCommand {
         progress?.update(done)
       }
       for note in report.notes { Log.info("note: \(note)") }
-      ConvertSummary.print(report, seconds: clock.seconds, json: self.report.json)
+      ConvertSummary.print(report, seconds: clock.seconds, json: reporting.json)
     }
   }
 }

@@ -38,7 +38,7 @@ struct EvalCommand: ParsableCommand {
   @Option(help: "Windows per forward pass.")
   var batchSize = 1
 
-  @OptionGroup var output: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     guard (text == nil) != (choices == nil) else { throw ValidationError("give exactly one of --text and --choices") }
@@ -61,7 +61,7 @@ struct EvalCommand: ParsableCommand {
         let report = try Evaluate.perplexity(model: llama, tokens: tokens, seqLen: seqLen, limit: limit, batchSize: batchSize) {
           done, total in progress.update(done, of: total)
         }
-        EvalSummary.print(report, seconds: clock.seconds, json: output.json)
+        EvalSummary.print(report, seconds: clock.seconds, json: reporting.json)
       } else if let choices {
         var items = try Corpus.choices(choices)
         if let limit { items = Array(items.prefix(limit)) }
@@ -69,7 +69,7 @@ struct EvalCommand: ParsableCommand {
         let report = try Evaluate.multipleChoice(model: llama, tokenizer: tokenizer, items: items) { done, total in
           progress.update(done, of: total)
         }
-        EvalSummary.print(report, seconds: clock.seconds, json: output.json)
+        EvalSummary.print(report, seconds: clock.seconds, json: reporting.json)
       }
     }
   }

@@ -58,7 +58,7 @@ struct FinetuneCommand: ParsableCommand {
   @Option(help: "Write a checkpoint every N steps (0 = only at the end).") var saveEvery = 100
   @Flag(help: "Continue from the newest checkpoint in OUT.") var resume = false
   @OptionGroup var out: OutputOptions
-  @OptionGroup var report: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   var options: FinetuneOptions {
     var o = FinetuneOptions()
@@ -91,7 +91,7 @@ struct FinetuneCommand: ParsableCommand {
           Log.info("step \(r.step)/\(total)  loss \(Format.fixed(r.loss, 4))  lr \(Format.general(r.learningRate))  \(Int(rate)) tok/s  ETA \(Format.duration(left))")
         }
       }
-      FinetuneSummary.print(result, output: output, seconds: clock.seconds, json: report.json)
+      FinetuneSummary.print(result, output: output, seconds: clock.seconds, json: reporting.json)
     }
   }
 }

@@ -26,7 +26,7 @@ struct InspectCommand: ParsableCommand {
   @Flag(help: "Read headers only: skip sparsity and pattern checks (fast on any size).")
   var headersOnly = false
 
-  @OptionGroup var output: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     if headersOnly && pattern != nil { throw ValidationError("--pattern needs the tensor data; drop --headers-only") }
@@ -39,7 +39,7 @@ struct InspectCommand: ParsableCommand {
       let report = try Inspector.inspect(checkpoint, pattern: pattern, readData: !headersOnly) { done, _ in
         progress.update(done)
       }
-      if output.json { Output.json(InspectReport.json(report)) } else { InspectReport.printTable(report) }
+      if reporting.json { Output.json(InspectReport.json(report)) } else { InspectReport.printTable(report) }
     }
   }
 }

@@ -30,7 +30,7 @@ struct MergeCommand: ParsableCommand {
   @Flag(help: "Fail when a kept weight would become zero, instead of raising it to the smallest normal.") var strict = false
   @OptionGroup var shards: ShardOptions
   @OptionGroup var out: OutputOptions
-  @OptionGroup var report: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     if !out.overwrite && FileManager.default.fileExists(atPath: output) { throw ValidationError("\(output) exists; pass --overwrite to replace it") }
@@ -55,7 +55,7 @@ struct MergeCommand: ParsableCommand {
       }
       for (name, count) in report.raised { Log.warning("\(name): \(count) kept weights raised to the smallest normal (they would have become zero)") }
       let raised = report.raised.reduce(0) { $0 + $1.count }
-      if self.report.json {
+      if reporting.json {
         Output.json(.object(JSONObject([
           ("output", .string(output)), ("method", .string(report.method.rawValue)), ("scale", .number(String(report.scale))),
           ("merged_tensors", .number(String(report.mergedTensors))), ("raised_weights", .number(String(raised))),

@@ -39,7 +39,7 @@ struct PruneCommand: ParsableCommand {
   @OptionGroup var memory: MemoryOptions
   @OptionGroup var out: OutputOptions
   @OptionGroup var shards: ShardOptions
-  @OptionGroup var report: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     guard (sparsity == nil) != (pattern == nil) else { throw ValidationError("give exactly one of --sparsity and --pattern") }
@@ -76,7 +76,7 @@ struct PruneCommand: ParsableCommand {
       _ = try PrunedCheckpoint.write(
         llama, input: reader, report: report, method: options.method, target: target,
         dtype: dtype.dtype, to: output, options: ConvertOptions(maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite))
-      PruneSummary.print(report, options: options, output: output, seconds: clock.seconds, json: self.report.json)
+      PruneSummary.print(report, options: options, output: output, seconds: clock.seconds, json: reporting.json)
     }
   }
 }

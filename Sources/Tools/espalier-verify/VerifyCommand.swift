@@ -33,7 +33,7 @@ struct VerifyCommand: ParsableCommand {
   @Flag(help: "Let projection weights have zeros where the base has values.") var allowNewZeros = false
   @Flag(help: "Do not fail on NaN or Inf values.") var allowNonfinite = false
   @Flag(help: "List every tensor in the table, not only projections and failures.") var all = false
-  @OptionGroup var report: ReportOptions
+  @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     if let sparsity, !(0...1).contains(sparsity) { throw ValidationError("--sparsity is a fraction in [0, 1], not \(sparsity)") }
@@ -65,7 +65,7 @@ struct VerifyCommand: ParsableCommand {
     }
     guard let verdict else { return }
     let seconds = clock.seconds
-    if report.json { Output.json(VerifyOutput.json(verdict, seconds: seconds)) } else { VerifyOutput.print(verdict, all: all, seconds: seconds) }
+    if reporting.json { Output.json(VerifyOutput.json(verdict, seconds: seconds)) } else { VerifyOutput.print(verdict, all: all, seconds: seconds) }
     if !verdict.passed { throw ExitStatus.checkFailed }
   }
 }
