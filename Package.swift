@@ -27,6 +27,8 @@ let package = Package(
     .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke", providers: [.apt(["liblapacke-dev"])]),
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
     .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+    // glibc's mallopt (part of libc: nothing to install).
+    .systemLibrary(name: "CMalloc"),
 
     // Everything about bytes: dtypes, tensors, safetensors, checkpoints.
     .target(name: "Formats", dependencies: ["CHDF5", "CZstd"], exclude: ["README.md"]),
@@ -35,7 +37,7 @@ let package = Package(
     // Shared option groups, reports, exit codes and atomic output for the executables.
     .target(
       name: "ToolSupport",
-      dependencies: ["Formats", "Surgery", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: ["Formats", "Surgery", "CMalloc", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Sources/Tools/ToolSupport"),
 
     .executableTarget(name: "espalier", path: "Sources/Tools/espalier"),

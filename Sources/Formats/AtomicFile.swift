@@ -43,6 +43,31 @@ public final class AtomicFile {
     offset += done
   }
 
+  /// Writes `bytes` at `position` without moving the append offset (for writers that lay a file out
+  /// first and fill it in any order).
+  public func write(_ bytes: UnsafeRawBufferPointer, at position: Int) throws(FormatError) {
+    var done = 0
+    while done < bytes.count {
+      let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(position + done))
+      if n < 0 {
+        if errno == EINTR { continue }
+        let reason = systemErrorText()
+        discard()
+        throw .io(file: path, reason: "write failed: \(reason)")
+      }
+      done += n
+    }
+  }
+
+  /// Sets the file's length (sparse until written), so that placed writes can land anywhere in it.
+  public func resize(to length: Int) throws(FormatError) {
+    guard ftruncate(fd, off_t(length)) == 0 else {
+      let reason = systemErrorText()
+      discard()
+      throw .io(file: path, reason: "cannot size the file to \(length) bytes: \(reason)")
+    }
+  }
+
   public func write(_ bytes: [UInt8]) throws(FormatError) {
     let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
     defer { copy.deallocate() }

@@ -10,6 +10,8 @@ public protocol CheckpointReader: AnyObject {
   func tensor(_ name: String) throws(FormatError) -> Tensor
   /// Drops the resident pages of a tensor once a streaming tool is done with it.
   func release(_ name: String)
+  /// Drops the resident pages of a byte range of a tensor's data (a streamed chunk of a large matrix).
+  func release(_ name: String, bytes: Range<Int>)
   /// config.json, tokenizer files and the like, copied or generated.
   func sideFiles() throws(FormatError) -> [SideFile]
   /// The file that holds a tensor (a shard of a sharded checkpoint; otherwise `path`).
@@ -22,6 +24,7 @@ public protocol CheckpointReader: AnyObject {
 
 extension CheckpointReader {
   public func file(of name: String) -> String { path }
+  public func release(_ name: String, bytes: Range<Int>) { release(name) }
   public var files: [String] { [path] }
   public var metadata: [String: String]? { nil }
 

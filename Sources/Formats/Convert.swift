@@ -184,6 +184,25 @@ public enum AtomicDirectory {
     }
   }
 
+  /// `build` for a body that throws its own error type (an engine tool that writes while it computes);
+  /// the directory's own failures are mapped through `mapping`.
+  public static func build<R, E: Error>(
+    _ output: String, mapping: (FormatError) -> E, _ body: (String) throws(E) -> R
+  ) throws(E) -> R {
+    let trimmed = output.hasSuffix("/") ? String(output.dropLast()) : output
+    let temporary = trimmed + ".partial-\(getpid())"
+    FileSystem.removeTree(temporary)
+    guard mkdir(temporary, 0o755) == 0 else { throw mapping(.io(file: temporary, reason: "cannot create: \(systemErrorText())")) }
+    do throws(E) {
+      let result = try body(temporary)
+      do { try replace(trimmed, with: temporary) } catch { throw mapping(error) }
+      return result
+    } catch {
+      FileSystem.removeTree(temporary)
+      throw error
+    }
+  }
+
   /// Moves `temporary` to `path`, replacing what is there (the caller checked --overwrite).
   static func replace(_ path: String, with temporary: String) throws(FormatError) {
     if FileSystem.exists(path) {

@@ -87,14 +87,17 @@ public struct Tensor: @unchecked Sendable {
 
   /// An f32 tensor that owns `values`, narrowed to `dtype` (F32 by default).
   public init(name: String, shape: [Int], float32 values: [Float], as dtype: DType = .f32) throws(FormatError) {
+    try self = values.withUnsafeBufferPointer { (v) throws(FormatError) in try Tensor(name: name, shape: shape, float32: v, as: dtype) }
+  }
+
+  /// A tensor that owns a copy of `values` (f32, e.g. a block of a model's weights), narrowed to `dtype`.
+  public init(name: String, shape: [Int], float32 values: UnsafeBufferPointer<Float>, as dtype: DType = .f32) throws(FormatError) {
     let info = TensorInfo(name: name, dtype: dtype, shape: shape)
     guard info.elementCount == values.count, let byteCount = info.byteCount else {
       throw .invalidTensorView(dtype: dtype, shape: shape, byteCount: values.count * dtype.bits / 8)
     }
     let storage = OwnedBytes(count: byteCount)
-    try values.withUnsafeBufferPointer { (v) throws(FormatError) in
-      try Float32Conversion.narrow(dtype, from: v.baseAddress!, to: storage.pointer, count: v.count)
-    }
+    if let base = values.baseAddress { try Float32Conversion.narrow(dtype, from: base, to: storage.pointer, count: values.count) }
     try self.init(info: info, bytes: storage.bytes, owner: storage)
   }
 

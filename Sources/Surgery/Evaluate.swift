@@ -2,6 +2,7 @@
 // summed log-likelihood (lm-eval's acc and acc_norm), on the CPU engine.
 
 import Formats
+import Foundation
 
 public struct PerplexityReport: Sendable {
   public var windows: Int
@@ -22,12 +23,23 @@ public struct ChoiceReport: Sendable {
   public var normalizedAccuracy: Double
 }
 
+/// How an evaluation runs: sequences per block forward, and how many go through the model per sweep
+/// (a streamed model reads every block once per sweep; their hidden states stay in memory up to
+/// `maxMemory` bytes, in a temporary file beyond).
+public struct EvaluationOptions: Sendable {
+  public var batchSize = 1
+  public var sweepSequences = 64
+  public var maxMemory = 1_000_000_000
+  public var temporaryDirectory = "/tmp"
+  public init() {}
+}
+
 public enum Evaluate {
   /// Perplexity over non-overlapping windows of `seqLen` tokens (the remainder after the last full
   /// window is dropped, as Wanda's evaluation does; a text shorter than one window is one window).
   public static func perplexity(
     model: LlamaModel, tokens all: [Int32], seqLen: Int, limit: Int? = nil, batchSize: Int = 1,
-    progress: ((Int, Int) -> Void)? = nil
+    options: EvaluationOptions = EvaluationOptions(), progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> PerplexityReport {
     let length = min(seqLen, all.count)
     guard length >= 2 else { throw .textTooShort(tokens: all.count) }
@@ -36,56 +48,79 @@ public enum Evaluate {
     var total = 0.0
     var counted = 0
     var done = 0
-    var runners: [Int: LlamaRunner] = [:]
+    let perSweep = max(batchSize, options.sweepSequences / batchSize * batchSize)
     while done < windows {
-      let b = min(batchSize, windows - done)
-      let runner = runners[b] ?? LlamaRunner(model: model, B: b, T: length - 1, training: false)
-      runners[b] = runner
-      var inputs: [Int32] = [], targets: [Int32] = []
-      for w in done..<(done + b) {
-        let window = all[(w * length)..<((w + 1) * length)]
-        inputs += window.dropLast()
-        targets += window.dropFirst()
+      let n = min(perSweep, windows - done)
+      let slices = (done..<(done + n)).map { all[($0 * length)..<(($0 + 1) * length)] }
+      let scores = try sweep(
+        model, sequences: slices.map { Array($0.dropLast()) }, targets: slices.map { Array($0.dropFirst()) }, batchSize: batchSize,
+        options: options)
+      for s in scores {
+        total += s.nll
+        counted += s.count
       }
-      let result = try runner.forward(tokens: inputs, targets: targets)
-      total += Double(result.loss) * Double(result.count)
-      counted += result.count
-      done += b
+      done += n
       progress?(done, windows)
     }
     return PerplexityReport(windows: windows, seqLen: length, tokens: counted, textTokens: all.count, nll: total / Double(counted))
   }
 
+  /// Every block over `sequences`, then the head against `targets`: one layer-major sweep.
+  static func sweep(
+    _ model: LlamaModel, sequences: [[Int32]], targets: [[Int32]], batchSize: Int, options: EvaluationOptions
+  ) throws(SurgeryError) -> [(nll: Double, count: Int)] {
+    for s in sequences { for t in s where t < 0 || Int(t) >= model.config.vocabSize { throw .invalidToken(id: Int(t), vocabSize: model.config.vocabSize) } }
+    let sweep = try LayerSweep(
+      model: model, sequences: sequences, batch: batchSize, maxMemory: options.maxMemory, temporaryDirectory: options.temporaryDirectory)
+    try sweep.embed()
+    for l in 0..<model.config.layers { try sweep.run(block: l, advance: true) }
+    return try sweep.score(targets: targets)
+  }
+
   /// Scores every choice as the summed log-probability of its tokens after the context's
   /// (context and choice are tokenized separately and concatenated, as lm-eval does).
   public static func multipleChoice(
-    model: LlamaModel, tokenizer: Tokenizer, items: [ChoiceItem], progress: ((Int, Int) -> Void)? = nil
+    model: LlamaModel, tokenizer: Tokenizer, items: [ChoiceItem], options: EvaluationOptions = EvaluationOptions(),
+    progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> ChoiceReport {
     var correct = 0, correctNorm = 0
-    for (i, item) in items.enumerated() {
-      let context = tokenizer.encode(item.context)
-      var scores: [(ll: Double, norm: Double)] = []
-      for choice in item.choices {
-        let continuation = tokenizer.encode(choice)
-        let sequence = context + continuation
-        guard sequence.count >= 2, !continuation.isEmpty else {
-          throw .emptyChoice(item: i)
-        }
-        let inputs = Array(sequence.dropLast())
-        // Only the choice's tokens are scored.
-        let targets = (1..<sequence.count).map { $0 >= context.count ? sequence[$0] : Int32(-1) }
-        let runner = LlamaRunner(model: model, B: 1, T: inputs.count, training: false)
-        let result = try runner.forward(tokens: inputs, targets: targets)
-        let ll = -Double(result.loss) * Double(result.count)
-        scores.append((ll, ll / Double(max(1, choice.utf8.count))))
+    var done = 0
+    while done < items.count {
+      // Whole items per sweep, up to sweepSequences choices (at least one item).
+      var end = done
+      var choices = 0
+      while end < items.count && (end == done || choices + items[end].choices.count <= options.sweepSequences) {
+        choices += items[end].choices.count
+        end += 1
       }
-      if scores.indices.max(by: { scores[$0].ll < scores[$1].ll }) == item.label { correct += 1 }
-      if scores.indices.max(by: { scores[$0].norm < scores[$1].norm }) == item.label { correctNorm += 1 }
-      progress?(i + 1, items.count)
+      var sequences: [[Int32]] = [], targets: [[Int32]] = []
+      for i in done..<end {
+        let context = tokenizer.encode(items[i].context)
+        for choice in items[i].choices {
+          let continuation = tokenizer.encode(choice)
+          let sequence = context + continuation
+          guard sequence.count >= 2, !continuation.isEmpty else { throw .emptyChoice(item: i) }
+          sequences.append(Array(sequence.dropLast()))
+          // Only the choice's tokens are scored.
+          targets.append((1..<sequence.count).map { $0 >= context.count ? sequence[$0] : Int32(-1) })
+        }
+      }
+      let results = try sweep(model, sequences: sequences, targets: targets, batchSize: options.batchSize, options: options)
+      var k = 0
+      for i in done..<end {
+        let item = items[i]
+        let scores = item.choices.map { choice -> (ll: Double, norm: Double) in
+          let ll = -results[k].nll
+          k += 1
+          return (ll, ll / Double(max(1, choice.utf8.count)))
+        }
+        if scores.indices.max(by: { scores[$0].ll < scores[$1].ll }) == item.label { correct += 1 }
+        if scores.indices.max(by: { scores[$0].norm < scores[$1].norm }) == item.label { correctNorm += 1 }
+        progress?(i + 1, items.count)
+      }
+      done = end
     }
     let n = Double(max(1, items.count))
     return ChoiceReport(items: items.count, accuracy: Double(correct) / n, normalizedAccuracy: Double(correctNorm) / n)
   }
 }
-
-import Foundation

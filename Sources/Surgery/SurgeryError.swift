@@ -32,6 +32,8 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
   case resume(String)
   /// An option combination the operation cannot honour.
   case invalidRequest(String)
+  /// Even the smallest memory plan exceeds the budget (the message holds the plan).
+  case memoryPlan(String)
 
   /// Runs `body`, passing Surgery's errors through and wrapping Formats' (anything else becomes an I/O
   /// error on `path`): for library code that mixes reading and math in one block.
@@ -69,6 +71,7 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
     case .training(let what): return what
     case .resume(let why): return "--resume: \(why)"
     case .invalidRequest(let why): return why
+    case .memoryPlan(let why): return "refusing to start: " + why
     }
   }
 }

@@ -69,7 +69,7 @@ import Testing
     #expect(Double(close) >= 0.99 * Double(total), "\(m): \(total - close) of \(total) values differ by more than 1e-6")
     // The masked methods keep exactly the base's zeros; LoRA fills them.
     for prefix in adapters.prefixes {
-      let merged = adapters.mergedWeight(prefix, model: model)
+      let merged = try adapters.mergedWeight(prefix, model: model)
       let base = Array(UnsafeBufferPointer(start: model.weight(prefix + ".weight"), count: merged.count))
       let same = zip(merged, base).allSatisfy { ($0 == 0) == ($1 == 0) }
       #expect(same == method.preservesSparsity, "\(m) \(prefix)")
@@ -143,7 +143,7 @@ func prunedTinyModel() throws -> (LlamaModel, SafetensorsFile) {
     adapters.attach(to: model)
     let golden = try SafetensorsFile(path: fixturePath("adapt/peft_golden.safetensors"))
     for prefix in adapters.prefixes {
-      let ours = adapters.mergedWeight(prefix, model: model)
+      let ours = try adapters.mergedWeight(prefix, model: model)
       #expect(maxAbsDiff(ours, try golden.tensor("lors.masked_merged.\(prefix).weight").float32()) < 1e-6, "\(prefix)")
       let dense = try golden.tensor("lors.peft_merged.\(prefix).weight").float32()
       #expect(dense.filter { $0 != 0 }.count > ours.filter { $0 != 0 }.count, "PEFT alone densifies \(prefix)")

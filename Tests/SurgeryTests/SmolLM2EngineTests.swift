@@ -59,5 +59,10 @@ import Testing
     let inputs = Array(sequence.dropLast()), targets = Array(sequence.dropFirst())
     let result = try LlamaRunner(model: model, B: 1, T: inputs.count).forward(tokens: inputs, targets: targets)
     #expect(abs(result.loss - (try golden.tensor("smollm2.p2.nll").float32())[0]) < 1e-4)
+    // Streamed (one block at a time, the tied embedding/head left as the GGUF stores it): the same NLL.
+    let streamed = try LlamaModel.load(Self.ggufPath, maxPositions: 64, residency: .streamed)
+    let again = try LlamaRunner(model: streamed, B: 1, T: inputs.count).forward(tokens: inputs, targets: targets)
+    #expect(abs(again.loss - (try golden.tensor("smollm2.p2.nll").float32())[0]) < 1e-4)
+    #expect(abs(again.loss - result.loss) < 1e-5)
   }
 }

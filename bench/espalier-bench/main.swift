@@ -18,6 +18,9 @@
 //                      process so each RSS is its own).
 //   sparse-checkpoint DENSE DIR
 //                      a pruned BF16 checkpoint compressed in each layout (SparseCheckpointBench.swift).
+//   make-llama SHAPE DIR TOKENIZER
+//                      a random-weight BF16 checkpoint with the real shapes of llama-3.2-1b, llama-2-7b or
+//                      llama-3-8b (ScaleCheckpoints.swift), for the scale table.
 //   rss CMD ARGS...    runs a command, prints its wall time and peak RSS (wait4). Run it from a fresh
 //                      process: Linux folds the parent's high-water RSS into an exec'd child's maxrss.
 //
@@ -338,7 +341,7 @@ func measureRSS(_ command: [String]) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | sparse-checkpoint DENSE DIR | rss COMMAND [ARGS...]")
+  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | make-llama SHAPE DIR TOKENIZER | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | sparse-checkpoint DENSE DIR | rss COMMAND [ARGS...]")
   exit(64)
 }
 do {
@@ -347,6 +350,7 @@ do {
     mkdir(arguments[2], 0o755)
     try benchConvert(directory: arguments[2])
   case "make-shards": try makeShards(directory: arguments[2])
+  case "make-llama" where arguments.count >= 5: try makeScaleCheckpoint(shape: arguments[2], directory: arguments[3], tokenizer: arguments[4])
   case "convert" where arguments.count >= 4:
     mkdir(arguments[3], 0o755)
     try benchConvertFormats(gguf: arguments[2], directory: arguments[3])

@@ -168,6 +168,13 @@ public final class SafetensorsFile: @unchecked Sendable {
 
   /// Drops the resident pages of a tensor once a streaming tool is done with it.
   public func release(_ entry: SafetensorsEntry) { mapped.release(fileRange(entry)) }
+  /// Drops the pages of `bytes` (relative to the tensor's data, clamped to it).
+  public func release(_ entry: SafetensorsEntry, bytes: Range<Int>) {
+    let range = fileRange(entry)
+    let lower = range.lowerBound + min(max(0, bytes.lowerBound), range.count)
+    let upper = range.lowerBound + min(max(0, bytes.upperBound), range.count)
+    mapped.release(lower..<max(lower, upper))
+  }
 
   /// Hints sequential reading of a tensor's bytes.
   public func adviseSequential(_ entry: SafetensorsEntry) { mapped.adviseSequential(fileRange(entry)) }

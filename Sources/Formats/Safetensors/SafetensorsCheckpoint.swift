@@ -112,6 +112,7 @@ public final class SafetensorsCheckpoint: CheckpointReader, @unchecked Sendable 
   public func file(of name: String) -> String { entry(name).map { shards[$0.file].path } ?? path }
   public func release(_ name: String) { if let e = entry(name) { release(e) } }
   public func release(_ e: CheckpointEntry) { shards[e.file].release(e.entry) }
+  public func release(_ name: String, bytes: Range<Int>) { if let e = entry(name) { shards[e.file].release(e.entry, bytes: bytes) } }
   public func adviseSequential(_ e: CheckpointEntry) { shards[e.file].adviseSequential(e.entry) }
 
   /// The HF side files beside the tensors (config, tokenizer, generation config), when opened as a

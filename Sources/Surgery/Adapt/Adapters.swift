@@ -156,7 +156,8 @@ public final class AdapterSet {
 
   /// The merged weight of one adapted projection, computed as `espalier merge` computes it. For the masked
   /// methods it has exactly the base's zeros; for lora, W + s·B·A (dense).
-  public func mergedWeight(_ prefix: String, model: LlamaModel) -> [Float] {
+  public func mergedWeight(_ prefix: String, model: LlamaModel) throws(SurgeryError) -> [Float] {
+    try model.prepare(block: Self.position(of: prefix).0)
     let shape = model.params.layout.entry(prefix + ".weight")!.shape
     let weight = Array(UnsafeBufferPointer(start: model.weight(prefix + ".weight"), count: shape[0] * shape[1]))
     func peft(_ suffix: String) -> [Float] {
@@ -218,9 +219,10 @@ extension AdapterSet {
   /// A fingerprint of the base weights under the adapters (FNV-1a, 64-bit, over each adapted projection's
   /// name and f32 bit patterns, in model order), recorded in espalier.json so that merge can refuse a
   /// different base. Independent of the file format the base was read from.
-  public func baseFingerprint(model: LlamaModel) -> String {
+  public func baseFingerprint(model: LlamaModel) throws(SurgeryError) -> String {
     var hasher = BaseFingerprint()
     for prefix in prefixes {
+      try model.prepare(block: Self.position(of: prefix).0)
       let entry = model.params.layout.entry(prefix + ".weight")!
       hasher.add(prefix, UnsafeBufferPointer(start: model.weight(prefix + ".weight"), count: entry.count))
     }

@@ -27,6 +27,8 @@ public struct FinetuneOptions: Sendable {
   public var initSamples = 128
   /// Bytes of dense gradients the gradient init may hold at once.
   public var maxMemory = 2_000_000_000
+  /// How the base model is held (the memory plan's choice).
+  public var residency = LlamaModel.Residency.resident
   public var lr = 2e-5
   public var minLr = 1e-6
   public var warmup = 0
@@ -134,7 +136,7 @@ public enum Finetune {
     modelPath: String, dataPath: String, output: String, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
   ) throws(SurgeryError) -> FinetuneReport {
     let started = Date()
-    let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen)
+    let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen, residency: o.residency)
     let T = min(o.seqLen, llama.config.maxPositionEmbeddings)
     let tokenizer: Tokenizer, records: [TrainingRecord]
     do {
@@ -161,7 +163,7 @@ public enum Finetune {
     let settings = FinetuneSettings(
       method: o.method, rank: o.rank, alpha: o.alpha, dropout: o.dropout, scaleRule: rule, scale: adapters.scale, gradient: o.gradient,
       targets: o.targets, initialization: o.resolvedInit, initSamples: o.initSamples, seqLen: T, training: training,
-      baseFingerprint: adapters.baseFingerprint(model: llama), windows: data.windows.count, targetTokens: data.targetTokens)
+      baseFingerprint: try adapters.baseFingerprint(model: llama), windows: data.windows.count, targetTokens: data.targetTokens)
     let store = TrainingStore(directory: output)
 
     let trainer: Trainer = try SurgeryError.wrapping(output) {

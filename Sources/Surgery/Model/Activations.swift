@@ -25,10 +25,14 @@ public struct ActivationPlan: Sendable, Equatable {
     let N = B * T
     perLayer = N * c.hiddenSize * 2 + N * 2 + N * (c.qDim * 2 + c.kvDim * 2) + B * c.heads * T
       + N * c.intermediateSize * 2
-    // final-norm input and output + rstd; scratch: xn, tmp, act, dx, dxn, dq, dk, dv, dattn, dgate, dup,
-    // dact, the LM head chunk, tokens' NLL.
-    shared = N * c.hiddenSize * 2 + N + N * c.hiddenSize * 4 + N * (c.qDim * 2 + c.kvDim * 2)
-      + N * c.intermediateSize * 4 + headChunk * c.vocabSize + N
+    // final-norm input and output + rstd; scratch: xn, tmp, act, the LM head chunk, tokens' NLL; and for
+    // training the gradient scratch dx, dxn, dq, dk, dv, dattn, dgate, dup, dact.
+    shared = N * c.hiddenSize * 2 + N + N * c.hiddenSize * 2 + N * c.intermediateSize + headChunk * c.vocabSize + N
+      + (training ? Self.gradientScratch(c, N: N) : 0)
+  }
+
+  static func gradientScratch(_ c: LlamaConfig, N: Int) -> Int {
+    N * c.hiddenSize * 2 + N * (c.qDim * 2 + c.kvDim * 2) + N * c.intermediateSize * 3
   }
 
   public func floats(layers: Int) -> Int { perLayer * (training ? layers : min(2, layers)) + shared }
@@ -79,17 +83,20 @@ final class Activations {
     xn = take(N * C)
     tmp = take(N * C)
     act = take(N * I)
-    dx = take(N * C)
-    dxn = take(N * C)
-    dq = take(N * c.qDim)
-    dk = take(N * c.kvDim)
-    dv = take(N * c.kvDim)
-    dattn = take(N * c.qDim)
-    dgate = take(N * I)
-    dup = take(N * I)
-    dact = take(N * I)
     headScratch = take(plan.headChunk * c.vocabSize)
     tokenNLL = take(N)
+    // Scoring never reaches backward (the runner refuses it), so it gets no gradient scratch: the
+    // pointers then view an empty slice at the end and are never dereferenced.
+    let g = plan.training ? 1 : 0
+    dx = take(g * N * C)
+    dxn = take(g * N * C)
+    dq = take(g * N * c.qDim)
+    dk = take(g * N * c.kvDim)
+    dv = take(g * N * c.kvDim)
+    dattn = take(g * N * c.qDim)
+    dgate = take(g * N * I)
+    dup = take(g * N * I)
+    dact = take(g * N * I)
     assert(cursor - base == count, "activation plan and layout disagree")
   }
 

@@ -4,6 +4,7 @@
 // next chunk overwrites the logits.
 
 import Foundation
+import Formats
 
 public struct LMHeadResult {
   /// Mean negative log-likelihood over the counted targets (0 when there are none).
@@ -68,6 +69,85 @@ public enum LMHead {
         }
       }
       start += rows
+    }
+    return LMHeadResult(loss: count > 0 ? Float(total / Double(count)) : 0, count: count)
+  }
+}
+
+extension LMHead {
+  /// Where the head's weight lives: an f32 matrix in memory, or a stored matrix widened chunk by chunk.
+  enum Weight {
+    case resident(UnsafePointer<Float>)
+    case stored(StoredMatrix)
+  }
+
+  /// The head over a weight in its stored dtype: the vocabulary is walked in chunks of `table.chunkRows`
+  /// rows (each widened once per pass), logits for all N tokens of a chunk at a time, with an online
+  /// log-sum-exp per token (running max and sum). With `dx` a second pass recomputes each chunk's logits
+  /// and forms dlogits = (softmax − onehot) / count against the final log Z. `scratch` holds at least
+  /// N × min(chunkRows, V) floats. Same results as `run` up to summation order.
+  static func runStored(
+    x: UnsafePointer<Float>, table: StoredMatrix, targets: UnsafePointer<Int32>?, N: Int, C: Int, V: Int,
+    scratch: UnsafeMutablePointer<Float>, scratchCount: Int, tokenNLL: UnsafeMutablePointer<Float>?,
+    dx: UnsafeMutablePointer<Float>?, gradientNormalizer: Int? = nil
+  ) throws(FormatError) -> LMHeadResult {
+    var count = 0
+    if let targets { for n in 0..<N where targets[n] >= 0 { count += 1 } }
+    let divisor = gradientNormalizer ?? count
+    let inverseCount = divisor > 0 ? 1 / Float(divisor) : 0
+    let chunk = max(1, min(table.chunkRows, scratchCount / max(1, N), V))
+    var runningMax = [Float](repeating: -.infinity, count: N)
+    var runningSum = [Float](repeating: 0, count: N)
+    var targetLogit = [Float](repeating: 0, count: N)
+    let logits = scratch
+    // Pass 1: log Z and the target logit of every token.
+    for start in stride(from: 0, to: V, by: chunk) {
+      let rows = min(chunk, V - start)
+      try table.withRows(start..<(start + rows)) { w in
+        // logits (N, rows) = x (N, C) · W_chunkᵀ
+        Gemm.sgemm(logits, x, w, m: N, n: rows, k: C, transB: true)
+      }
+      for n in 0..<N {
+        let row = logits + n * rows
+        if let targets, targets[n] >= Int32(start), targets[n] < Int32(start + rows) { targetLogit[n] = row[Int(targets[n]) - start] }
+        let m = max(runningMax[n], VectorMath.max(row, count: rows))
+        // Rescale the running sum to the new max, then add this chunk's exp(logit − max).
+        let rescaled = runningMax[n] == -.infinity ? 0 : runningSum[n] * expf(runningMax[n] - m)
+        runningSum[n] = rescaled + VectorMath.expShiftedSum(row, count: rows, shift: m)
+        runningMax[n] = m
+      }
+    }
+    var total = 0.0
+    var logZ = [Float](repeating: 0, count: N)
+    for n in 0..<N {
+      logZ[n] = runningMax[n] + logf(runningSum[n])
+      guard let targets, targets[n] >= 0 else {
+        tokenNLL?[n] = 0
+        continue
+      }
+      let nll = logZ[n] - targetLogit[n]
+      tokenNLL?[n] = nll
+      total += Double(nll)
+    }
+    if let dx, count > 0 || gradientNormalizer != nil {
+      // Pass 2: dx (N, C) += dlogits (N, rows) · W_chunk (rows, C), chunk by chunk.
+      for start in stride(from: 0, to: V, by: chunk) {
+        let rows = min(chunk, V - start)
+        try table.withRows(start..<(start + rows)) { w in
+          Gemm.sgemm(logits, x, w, m: N, n: rows, k: C, transB: true)
+          for n in 0..<N {
+            let row = logits + n * rows
+            guard let targets, targets[n] >= 0 else {
+              row.update(repeating: 0, count: rows)
+              continue
+            }
+            for j in 0..<rows { row[j] = expf(row[j] - logZ[n]) * inverseCount }
+            let t = Int(targets[n]) - start
+            if t >= 0 && t < rows { row[t] -= inverseCount }
+          }
+          Gemm.sgemm(dx, logits, w, m: N, n: C, k: rows, beta: 1)
+        }
+      }
     }
     return LMHeadResult(loss: count > 0 ? Float(total / Double(count)) : 0, count: count)
   }

@@ -63,25 +63,59 @@ public final class LlamaRunner {
     forwardHadTargets = targets != nil && prepareBackward
 
     let C = c.hiddenSize
-    tokens.withUnsafeBufferPointer { Embedding.forward(out: acts.layers[0].xIn, tokens: $0.baseAddress!, table: model.embedding, N: N, C: C) }
+    try tokens.withUnsafeBufferPointer { (t) throws(SurgeryError) in try model.embed(tokens: t.baseAddress!, N: N, into: acts.layers[0].xIn) }
     for l in 0..<c.layers {
+      try model.prepare(block: l)
       runBlock(l, output: l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal)
     }
-    let eps = Float(c.rmsNormEps)
+    return try head(targets: targets, onLogits: onLogits, gradientNormalizer: gradientNormalizer)
+  }
+
+  /// The final norm and the LM head over the final-norm input in `acts.xFinal`.
+  private func head(
+    targets: [Int32]?, onLogits: ((Int, UnsafeBufferPointer<Float>) -> Void)?, gradientNormalizer: Int?
+  ) throws(SurgeryError) -> LMHeadResult {
+    let c = model.config
+    let (C, eps) = (c.hiddenSize, Float(c.rmsNormEps))
     RMSNorm.forward(out: acts.xFinalNorm, rstd: acts.rstdF, inp: acts.xFinal, weight: model.weight("model.norm.weight"), eps: eps, N: N, C: C)
     if forwardHadTargets { acts.dx.update(repeating: 0, count: N * C) }
     let targetPointer = self.targets
-    return targetPointer.withUnsafeBufferPointer { t in
-      LMHead.run(
-        x: acts.xFinalNorm, weight: model.head, targets: targets == nil ? nil : t.baseAddress, N: N, C: C, V: c.vocabSize,
-        chunk: plan.headChunk, scratch: acts.headScratch, tokenNLL: acts.tokenNLL,
-        dx: forwardHadTargets ? acts.dx : nil, logitsOut: onLogits, gradientNormalizer: gradientNormalizer)
+    switch model.headWeight {
+    case .resident(let weight):
+      return targetPointer.withUnsafeBufferPointer { t in
+        LMHead.run(
+          x: acts.xFinalNorm, weight: weight, targets: targets == nil ? nil : t.baseAddress, N: N, C: C, V: c.vocabSize,
+          chunk: plan.headChunk, scratch: acts.headScratch, tokenNLL: acts.tokenNLL,
+          dx: forwardHadTargets ? acts.dx : nil, logitsOut: onLogits, gradientNormalizer: gradientNormalizer)
+      }
+    case .stored(let table):
+      guard onLogits == nil else { throw .unsupported("logit rows of a streamed model (its head is computed a vocabulary chunk at a time)") }
+      do {
+        return try targetPointer.withUnsafeBufferPointer { (t) throws(FormatError) in
+          try LMHead.runStored(
+            x: acts.xFinalNorm, table: table, targets: targets == nil ? nil : t.baseAddress, N: N, C: C, V: c.vocabSize,
+            scratch: acts.headScratch, scratchCount: plan.headChunk * c.vocabSize, tokenNLL: acts.tokenNLL,
+            dx: forwardHadTargets ? acts.dx : nil, gradientNormalizer: gradientNormalizer)
+        }
+      } catch { throw .format(error) }
     }
+  }
+
+  /// Scores hidden states that have passed every block (N × hidden floats, e.g. from a layer-major
+  /// sweep): final norm and LM head against `targets` (−1 = ignored), no backward.
+  public func forwardHead(input: UnsafePointer<Float>, targets: [Int32]) throws(SurgeryError) -> LMHeadResult {
+    guard targets.count == N else { throw .batchShape(planned: "\(plan.B)×\(plan.T) tokens", got: "\(targets.count) targets") }
+    for t in targets where Int(t) >= model.config.vocabSize { throw .invalidToken(id: Int(t), vocabSize: model.config.vocabSize) }
+    self.targets = targets
+    forwardHadTargets = false
+    acts.xFinal.update(from: input, count: N * model.config.hiddenSize)
+    return try Denormals.flushed { () throws(SurgeryError) in try head(targets: targets, onLogits: nil, gradientNormalizer: nil) }
   }
 
   /// Runs decoder block l alone on `input` (B·T tokens, hidden size each) into `output` (which may be the
   /// same memory: the input is copied in first). For layer-by-layer calibration.
-  public func forwardBlock(_ l: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+  public func forwardBlock(_ l: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) throws(SurgeryError) {
+    try model.prepare(block: l)
     acts.layers[l].xIn.update(from: input, count: N * model.config.hiddenSize)
     Denormals.flushed { runBlock(l, output: output) }
   }
@@ -121,10 +155,10 @@ public final class LlamaRunner {
   /// running each linear layer's backward (adapters accumulate their gradients there).
   public func backward() throws(SurgeryError) {
     guard forwardHadTargets else { throw .backwardUnavailable("it needs a forward pass with targets and prepareBackward first") }
-    Denormals.flushed { backwardPass() }
+    try Denormals.flushed { () throws(SurgeryError) in try backwardPass() }
   }
 
-  private func backwardPass() {
+  private func backwardPass() throws(SurgeryError) {
     let c = model.config
     let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
     // dx holds dL/d(final norm output); turn it into dL/d(final norm input).
@@ -134,6 +168,7 @@ public final class LlamaRunner {
     if captureLayerInputGradients { layerInputGradients = Array(repeating: [], count: c.layers + 1) }
     capture(c.layers)
     for l in stride(from: c.layers - 1, through: 0, by: -1) {
+      try model.prepare(block: l)
       let a = acts.layers[l]
       let lin = model.linears[l]
       let w = "model.layers.\(l)."

@@ -24,6 +24,16 @@ public struct ParamLayout: Sendable {
     }
   }
 
+  /// A layout with given offsets, which may alias: a streamed model maps the tensors of every block onto
+  /// the same block-sized slots. The total is the end of the furthest entry.
+  public init(entries: [Entry]) {
+    for e in entries {
+      index[e.name] = self.entries.count
+      self.entries.append(e)
+      totalCount = max(totalCount, e.offset + e.count)
+    }
+  }
+
   public func entry(_ name: String) -> Entry? { index[name].map { entries[$0] } }
 }
 

@@ -82,16 +82,21 @@ final class RecordingLinear: LinearLayer {
 }
 
 public enum Pruner {
-  /// Prunes `model`'s weights in place. `windows` are calibration token windows of equal length
-  /// (unused by magnitude). `progress(layer, layers)` after each block.
+  /// Prunes `model`'s weights in place, block by block. `windows` are calibration token windows of equal
+  /// length (unused by magnitude). After block l is pruned (and, calibrated, has produced the next block's
+  /// inputs), `blockDone(l)` runs while its weights are still readable through the model: a streamed
+  /// model's writer takes them there. `progress(layer, layers)` after each block.
   public static func prune(
-    _ model: LlamaModel, windows: [[Int32]], options: PruneOptions, progress: ((Int, Int) -> Void)? = nil
+    _ model: LlamaModel, windows: [[Int32]], options: PruneOptions, blockDone: ((Int) throws(SurgeryError) -> Void)? = nil,
+    progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> PruneReport {
     let c = model.config
     var report = PruneReport(tensors: [], warnings: [])
     if options.method == .magnitude {
       for l in 0..<c.layers {
+        try model.prepare(block: l)
         for p in LlamaTensors.projections { try pruneMagnitude(model, "model.layers.\(l).\(p).weight", options, &report) }
+        try blockDone?(l)
         progress?(l + 1, c.layers)
       }
       return report
@@ -99,37 +104,14 @@ public enum Pruner {
     guard let first = windows.first, windows.allSatisfy({ $0.count == first.count }) else {
       throw .calibrationWindows(windows.isEmpty ? "none given" : "they differ in length")
     }
-    let T = first.count, C = c.hiddenSize
-    let batch = max(1, min(options.batchSize, windows.count))
-    var runners: [Int: LlamaRunner] = [:]
-    func runner(_ b: Int) -> LlamaRunner {
-      if let r = runners[b] { return r }
-      let r = LlamaRunner(model: model, B: b, T: T, training: false)
-      runners[b] = r
-      return r
-    }
-    // Hidden states of every window entering the current block: (windows, T, C).
-    let hidden: ScratchFloats
-    do {
-      hidden = try ScratchFloats(count: windows.count * T * C, maxMemory: options.maxMemory, directory: options.temporaryDirectory)
-    } catch { throw .format(error) }
-    if hidden.spilled { report.warnings.append("calibration states (\(hidden.count * 4) bytes) spilled to a temporary file") }
-    for (w, tokens) in windows.enumerated() {
-      tokens.withUnsafeBufferPointer {
-        Embedding.forward(out: hidden.base + w * T * C, tokens: $0.baseAddress!, table: model.embedding, N: T, C: C)
-      }
-    }
-    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: batch * T * C)
-    defer { scratch.deallocate() }
-    /// Runs block l over every window; in place when `advance`, else into scratch (statistics only).
-    func runBlock(_ l: Int, advance: Bool) {
-      for start in stride(from: 0, to: windows.count, by: batch) {
-        let b = min(batch, windows.count - start)
-        let p = hidden.base + start * T * C
-        runner(b).forwardBlock(l, input: p, output: advance ? p : scratch)
-      }
-    }
+    let T = first.count
+    let sweep = try LayerSweep(
+      model: model, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
+      temporaryDirectory: options.temporaryDirectory)
+    if sweep.spilled { report.warnings.append("calibration states (\(sweep.hiddenBytes) bytes) spilled to a temporary file") }
+    try sweep.embed()
     for l in 0..<c.layers {
+      try model.prepare(block: l)
       let names = LlamaTensors.projections.map { "model.layers.\(l).\($0).weight" }
       let original = model.linears[l]
       var wanda: [WandaStatistics?] = Array(repeating: nil, count: names.count)
@@ -147,7 +129,7 @@ public enum Pruner {
         }
       }
       // Statistics from the dense block, on inputs from the pruned blocks before it.
-      runBlock(l, advance: false)
+      try sweep.run(block: l, advance: false)
       model.linears[l] = original
       for (p, name) in names.enumerated() where options.selects(name) {
         let entry = model.params.layout.entry(name)!
@@ -168,7 +150,8 @@ public enum Pruner {
         report.tensors.append(count(weight, name: name, elements: entry.count))
       }
       // The pruned block produces the next block's inputs.
-      runBlock(l, advance: true)
+      try sweep.run(block: l, advance: true)
+      try blockDone?(l)
       progress?(l + 1, c.layers)
     }
     return report

@@ -1,36 +1,77 @@
-// Writes a pruned model as an HF checkpoint directory: every tensor of the input in its input dtype (or
-// `dtype`), pruned projections taken from the model, the input's side files, the method, pattern and
-// per-tensor sparsity in the safetensors metadata and in sparsity.json beside the weights.
+// Prunes a model and writes it as an HF checkpoint directory in one pass: every tensor of the input in its
+// input dtype (or `dtype`), the input's side files, the method, pattern and per-tensor sparsity in the
+// safetensors metadata and in sparsity.json beside the weights. The files are laid out before pruning
+// starts (SafetensorsPlacedWriter) and each block's tensors are written as soon as the block is pruned,
+// so a streamed model never holds more than one block; everything appears at once when it is done.
 
 import Formats
 
 public enum PrunedCheckpoint {
-  public static func write(
-    _ model: LlamaModel, input: any CheckpointReader, report: PruneReport, method: PruneMethod,
-    target: SparsityTarget, dtype: DType?, to output: String, options: ConvertOptions
-  ) throws(FormatError) -> [String] {
-    let pruned = Set(report.tensors.map(\.name))
-    let sources = input.infos.map { info -> TensorSource in
+  public static func prune(
+    _ model: LlamaModel, input: any CheckpointReader, windows: [[Int32]], options: PruneOptions, dtype: DType?, to output: String,
+    convert: ConvertOptions, progress: ((Int, Int) -> Void)? = nil
+  ) throws(SurgeryError) -> (report: PruneReport, files: [String]) {
+    guard convert.overwrite || !FileSystem.exists(output) else {
+      throw .format(.io(file: output, reason: "already exists (pass --overwrite to replace it)"))
+    }
+    let infos = input.infos.map { info -> TensorInfo in
       var out = info
       if let dtype, info.dtype.isFloatingPoint { out.dtype = dtype }
-      guard let entry = model.params.layout.entry(info.name) else {
-        return TensorSource(info: out, load: {
-          let t = try input.tensor(info.name)
-          return t.dtype == out.dtype ? t : try t.converted(to: out.dtype)
-        }, release: { input.release(info.name) })
-      }
-      return TensorSource(info: out, load: {
-        let values = Array(UnsafeBufferPointer(start: model.params.base + entry.offset, count: entry.count))
-        return try Tensor(name: info.name, shape: info.shape, float32: values, as: out.dtype)
-      }, release: pruned.contains(info.name) ? nil : { input.release(info.name) })
+      return out
     }
-    let metadata = [
-      "format": "pt", "espalier.method": method.rawValue, "espalier.pattern": target.description,
-      "espalier.sparsity": String(report.sparsity),
-    ]
-    var side = try input.sideFiles()
-    side.append(SideFile(name: "sparsity.json", content: .text(sparsityJSON(report, method: method, target: target))))
-    return try Converter.writeDirectory(sources, sideFiles: side, to: output, options: options, metadata: metadata)
+    var byBlock: [Int: [TensorInfo]] = [:]
+    var others: [TensorInfo] = []
+    for info in infos {
+      if let l = blockIndex(info.name), l < model.config.layers { byBlock[l, default: []].append(info) } else { others.append(info) }
+    }
+    func metadata(sparsity: Double) -> [String: String] {
+      ["format": "pt", "espalier.method": options.method.rawValue, "espalier.pattern": options.target.description,
+       "espalier.sparsity": String(sparsity)]
+    }
+    /// A tensor of the input, in the output's dtype.
+    func copied(_ info: TensorInfo) throws(FormatError) -> Tensor {
+      let t = try input.tensor(info.name)
+      return t.dtype == info.dtype ? t : try t.converted(to: info.dtype)
+    }
+    return try AtomicDirectory.build(output, mapping: SurgeryError.format) { (temporary) throws(SurgeryError) in
+      try SurgeryError.wrapping(output) {
+        let writer = try SafetensorsPlacedWriter(
+          infos, directory: temporary, maxShardSize: convert.maxShardSize, metadata: metadata(sparsity: options.target.ratio))
+        for info in others {
+          try writer.put(try copied(info))
+          input.release(info.name)
+        }
+        let report = try Pruner.prune(model, windows: windows, options: options, blockDone: { (l) throws(SurgeryError) in
+          try SurgeryError.wrapping(output) {
+            // The block's tensors as the model holds them now (pruned), others straight from the input.
+            for info in byBlock[l] ?? [] {
+              if let entry = model.params.layout.entry(info.name) {
+                try writer.put(try Tensor(
+                  name: info.name, shape: info.shape, float32: UnsafeBufferPointer(start: model.params.base + entry.offset, count: entry.count),
+                  as: info.dtype))
+              } else {
+                try writer.put(try copied(info))
+              }
+              input.release(info.name)
+            }
+          }
+        }, progress: progress)
+        var files = try writer.commit(metadata: metadata(sparsity: report.sparsity))
+        var side = try input.sideFiles()
+        side.append(SideFile(name: "sparsity.json", content: .text(sparsityJSON(report, method: options.method, target: options.target))))
+        for file in side {
+          try file.write(into: temporary)
+          files.append(file.name)
+        }
+        return (report, files)
+      }
+    }
+  }
+
+  /// l of a "model.layers.<l>." tensor name.
+  static func blockIndex(_ name: String) -> Int? {
+    guard name.hasPrefix("model.layers.") else { return nil }
+    return Int(name.dropFirst("model.layers.".count).prefix { $0 != "." })
   }
 
   static func sparsityJSON(_ report: PruneReport, method: PruneMethod, target: SparsityTarget) -> String {

@@ -1,5 +1,5 @@
-// Exit codes shared by every tool: 0 success, 1 a failed check, 2 unreadable input, 64 usage
-// (ArgumentParser's code for validation errors).
+// Exit codes shared by every tool: 0 success, 1 a failed check, 2 unreadable input, 3 the memory plan
+// does not fit the budget, 64 usage (ArgumentParser's code for validation errors).
 
 import ArgumentParser
 import Surgery
@@ -8,6 +8,7 @@ public enum ExitStatus {
   public static let success = ExitCode.success
   public static let checkFailed = ExitCode(1)
   public static let unreadableInput = ExitCode(2)
+  public static let doesNotFit = ExitCode(3)
   public static let usage = ExitCode.validationFailure
 }
 
@@ -25,6 +26,7 @@ public func runReportingErrors(_ body: () throws -> Void) throws {
     switch error {
     case .training: throw ExitStatus.checkFailed
     case .resume, .invalidRequest: throw ExitStatus.usage
+    case .memoryPlan: throw ExitStatus.doesNotFit
     default: throw ExitStatus.unreadableInput
     }
   } catch {

@@ -45,12 +45,22 @@ public struct CalibrationOptions: ParsableArguments {
   }
 }
 
-/// `--max-memory`: the budget of a tool's large working buffers.
+/// `--max-memory` and `--plan-only`: the memory budget of an engine tool and a look at its plan.
 public struct MemoryOptions: ParsableArguments {
   @Option(help: """
-    Memory for the large working buffers (decimal units): past it they move to a temporary file in \
-    $TMPDIR or are computed in more passes, as the discussion above says.
+    Memory budget (decimal or binary units, e.g. 4GB, 700MB). The tool prints its memory plan, picks the \
+    fastest one within the budget (every weight in f32; else one block at a time from the checkpoint; \
+    else smaller batches, states in a temporary file in $TMPDIR) and refuses, exit 3, when none fits. \
+    Default: the memory available now (MemAvailable).
     """)
-  public var maxMemory = ByteCount(argument: "2GB")!
+  public var maxMemory: ByteCount?
+  @Flag(help: "Print the memory plan, from config.json alone (no weights needed), and exit: 0 it fits, 3 it does not.")
+  public var planOnly = false
   public init() {}
+
+  /// The budget in bytes and where it came from.
+  public var budget: (bytes: Int, source: String) {
+    if let maxMemory { return (maxMemory.bytes, "--max-memory") }
+    return (SystemMemory.available ?? 8_000_000_000, SystemMemory.available == nil ? "assumed: /proc/meminfo unreadable" : "memory available now")
+  }
 }

@@ -5,6 +5,10 @@ import Formats
 import Surgery
 import ToolSupport
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 @main
 struct EvalCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -17,7 +21,9 @@ struct EvalCommand: ParsableCommand {
       window is scored, and the report gives windows, scored tokens, mean NLL (nats) and perplexity. With \
       --choices, each JSONL line {"context": ..., "choices": [...], "label": N} is scored by the summed \
       log-likelihood of each choice after its context: acc picks the highest sum, acc_norm the highest sum \
-      per UTF-8 byte of the choice (as lm-eval). Exit status: 0 evaluated, 2 unreadable input, 64 usage.
+      per UTF-8 byte of the choice (as lm-eval). Memory: the plan is printed first; a model larger than \
+      --max-memory is read one block at a time, every window of a sweep passing a block before the next \
+      block is read. Exit status: 0 evaluated, 2 unreadable input, 3 the memory plan does not fit, 64 usage.
       """)
 
   @Argument(help: "A checkpoint directory or a GGUF file.", completion: .file())
@@ -38,6 +44,7 @@ struct EvalCommand: ParsableCommand {
   @Option(help: "Windows per forward pass.")
   var batchSize = 1
 
+  @OptionGroup var memory: MemoryOptions
   @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
@@ -50,23 +57,28 @@ struct EvalCommand: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       let clock = Stopwatch()
+      SystemMemory.returnFreedBuffers()
+      let facts = try Planning.facts(model)
+      let (budget, source) = memory.budget
+      let plan = MemoryPlanner.eval(
+        facts, seqLen: text != nil ? seqLen - 1 : 512, batch: batchSize, windows: limit ?? 64, budget: budget, budgetSource: source)
+      guard try Planning.announce(plan, memory, json: reporting.json) else { return }
       let tokenizer = try Tokenizer.forCheckpoint(model)
-      let llama = try LlamaModel.load(model, maxPositions: text != nil ? seqLen : 4096)
-      let plan = ActivationPlan(config: llama.config, B: batchSize, T: seqLen - 1, training: false)
-      Log.info("model: \(llama.config.layers) layers, \(llama.params.bytes / 1_000_000) MB of f32 weights; "
-        + "activations planned: \(plan.bytes(layers: llama.config.layers) / 1_000_000) MB for \(batchSize) × \(seqLen)")
+      let llama = try LlamaModel.load(model, maxPositions: text != nil ? seqLen : 4096, residency: plan.residency)
+      var options = EvaluationOptions()
+      (options.batchSize, options.sweepSequences, options.maxMemory) = (plan.batchSize, plan.sweepSequences, plan.hiddenBudget)
+      if let tmp = getenv("TMPDIR") { options.temporaryDirectory = String(cString: tmp) }
+      let progress = Progress("eval", total: 0)
       if let text {
         let tokens = tokenizer.encode(try Corpus.text(text))
-        let progress = Progress("eval", total: 0)
-        let report = try Evaluate.perplexity(model: llama, tokens: tokens, seqLen: seqLen, limit: limit, batchSize: batchSize) {
+        let report = try Evaluate.perplexity(model: llama, tokens: tokens, seqLen: seqLen, limit: limit, batchSize: options.batchSize, options: options) {
           done, total in progress.update(done, of: total)
         }
         EvalSummary.print(report, seconds: clock.seconds, json: reporting.json)
       } else if let choices {
         var items = try Corpus.choices(choices)
         if let limit { items = Array(items.prefix(limit)) }
-        let progress = Progress("eval", total: 0)
-        let report = try Evaluate.multipleChoice(model: llama, tokenizer: tokenizer, items: items) { done, total in
+        let report = try Evaluate.multipleChoice(model: llama, tokenizer: tokenizer, items: items, options: options) { done, total in
           progress.update(done, of: total)
         }
         EvalSummary.print(report, seconds: clock.seconds, json: reporting.json)

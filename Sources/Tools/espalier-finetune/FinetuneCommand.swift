@@ -23,12 +23,15 @@ struct FinetuneCommand: ParsableCommand {
       adapter_config.json (PEFT format) and espalier.json (method, scale rule, mask source and a \
       fingerprint of the base weights, which merge checks). --resume continues from the newest checkpoint \
       with the same settings and ends where an uninterrupted run would; --overwrite starts afresh, replacing \
-      the checkpoints, log and adapter of an earlier run (and nothing else in OUT). --init gradient holds the \
-      dense gradients of at most --max-memory bytes of weights at once, taking more passes for the rest. A LoRS, SQFT or SPP adapter must be \
+      the checkpoints, log and adapter of an earlier run (and nothing else in OUT). Memory: the plan is \
+      printed first; a model larger than --max-memory is read one block at a time in every forward and \
+      backward pass, and --init gradient holds the dense gradients that fit what is left, taking more \
+      passes for the rest. A LoRS, SQFT or SPP adapter must be \
       merged under the mask (espalier merge), not loaded as a plain LoRA: PEFT would apply it densely.
 
       Progress goes to stderr, the summary (or --json report) to stdout. Exit status: 0 trained, 1 training \
-      stopped (non-finite loss or gradient; the last checkpoint is kept), 2 unreadable input, 64 usage.
+      stopped (non-finite loss or gradient; the last checkpoint is kept), 2 unreadable input, 3 the memory \
+      plan does not fit, 64 usage.
       """)
 
   @Argument(help: "The base checkpoint (directory or GGUF file).", completion: .file()) var model: String
@@ -64,7 +67,7 @@ struct FinetuneCommand: ParsableCommand {
     var o = FinetuneOptions()
     (o.method, o.rank, o.alpha, o.scaleRule, o.gradient, o.dropout) = (method, rank, alpha, scaleRule, gradient, dropout)
     o.targets = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-    (o.initialization, o.initSamples, o.maxMemory, o.lr, o.minLr, o.warmup) = (initialization, initSamples, memory.maxMemory.bytes, lr, minLr, warmup)
+    (o.initialization, o.initSamples, o.lr, o.minLr, o.warmup) = (initialization, initSamples, lr, minLr, warmup)
     (o.weightDecay, o.maxGradNorm, o.batchSize, o.gradAccum, o.seqLen, o.steps) = (weightDecay, maxGradNorm, batchSize, gradAccum, seqLen, steps)
     (o.epochs, o.seed, o.saveEvery, o.resume, o.overwrite) = (epochs, seed, saveEvery, resume, out.overwrite)
     return o
@@ -72,15 +75,24 @@ struct FinetuneCommand: ParsableCommand {
 
   func validate() throws {
     do { try options.check() } catch { throw ValidationError("\(error)") }
+    if memory.planOnly { return }
     let exists = FileManager.default.fileExists(atPath: output)
     if exists && !resume && !out.overwrite { throw ValidationError("\(output) exists; pass --resume to continue it or --overwrite to start afresh") }
     if resume && !exists { throw ValidationError("--resume: \(output) does not exist") }
   }
 
   func run() throws {
-    let options = self.options
+    var options = self.options
     try runReportingErrors {
       let clock = Stopwatch()
+      SystemMemory.returnFreedBuffers()
+      let facts = try Planning.facts(model)
+      let (budget, source) = memory.budget
+      let plan = MemoryPlanner.finetune(
+        facts, method: method, rank: rank, targets: options.targets, batch: batchSize, seqLen: min(seqLen, facts.config.maxPositionEmbeddings),
+        gradientInit: options.resolvedInit == .gradient, budget: budget, budgetSource: source)
+      guard try Planning.announce(plan, memory, json: reporting.json) else { return }
+      (options.residency, options.maxMemory) = (plan.residency, max(1, plan.initBudget))
       let progress = Progress("init: gradients", total: 0)
       let result = try Finetune.run(modelPath: model, dataPath: data, output: output, options: options) { event in
         switch event {

@@ -21,9 +21,11 @@ struct PruneCommand: ParsableCommand {
       projections of every block are pruned (embeddings, norms and lm_head never), narrowed by --include \
       and --exclude (regular expressions on tensor names). Wanda and SparseGPT are calibrated layer by \
       layer on --nsamples windows of --seq-len tokens drawn with --seed from --calibration (a text file, \
-      a directory of them, or JSONL with a "text" field); their hidden states live in memory up to \
-      --max-memory and in a temporary file in $TMPDIR beyond it. N:M means N zeros in every group of M input columns. The same inputs \
-      and seed give byte-identical output. Exit status: 0 pruned, 2 unreadable input, 64 usage error.
+      a directory of them, or JSONL with a "text" field). N:M means N zeros in every group of M input \
+      columns. The same inputs and seed give byte-identical output, whatever the memory plan. \
+      Memory: the plan is printed first; a model larger than --max-memory is pruned one block at a time \
+      from the checkpoint, each block written as soon as it is pruned. Exit status: 0 pruned, 2 unreadable \
+      input, 3 the memory plan does not fit, 64 usage error.
       """)
 
   @Argument(help: "The checkpoint to prune.", completion: .file()) var model: String
@@ -44,7 +46,7 @@ struct PruneCommand: ParsableCommand {
   func validate() throws {
     guard (sparsity == nil) != (pattern == nil) else { throw ValidationError("give exactly one of --sparsity and --pattern") }
     if let sparsity, !(sparsity > 0 && sparsity < 1) { throw ValidationError("--sparsity must be between 0 and 1") }
-    if method != .magnitude && calibration.calibration == nil { throw ValidationError("--method \(method.rawValue) needs --calibration FILE") }
+    if method != .magnitude && calibration.calibration == nil && !memory.planOnly { throw ValidationError("--method \(method.rawValue) needs --calibration FILE") }
     for regex in [include, exclude].compactMap({ $0 }) {
       do { _ = try Regex(regex) } catch { throw ValidationError("invalid regular expression `\(regex)`") }
     }
@@ -53,17 +55,24 @@ struct PruneCommand: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       let clock = Stopwatch()
+      SystemMemory.returnFreedBuffers()
       let target: SparsityTarget = pattern.map { .nm($0) } ?? .unstructured(sparsity!)
+      let c = calibration
+      let facts = try Planning.facts(model)
+      let length = min(c.seqLen, facts.config.maxPositionEmbeddings)
+      let (budget, source) = memory.budget
+      let plan = MemoryPlanner.prune(
+        facts, method: method, windows: method == .magnitude ? 0 : c.nsamples, seqLen: length, batch: c.batchSize,
+        outputBytes: dtype.dtype.map { $0.bits / 8 } ?? facts.storedBytes, budget: budget, budgetSource: source)
+      guard try Planning.announce(plan, memory, json: reporting.json) else { return }
       var options = PruneOptions(method: method, target: target)
       options.percdamp = percdamp
-      options.batchSize = calibration.batchSize
+      options.batchSize = plan.batchSize
       options.selects = TensorFilter(include: include, exclude: exclude).matches
-      options.maxMemory = memory.maxMemory.bytes
+      options.maxMemory = plan.hiddenBudget
       if let tmp = getenv("TMPDIR") { options.temporaryDirectory = String(cString: tmp) }
       let reader = try Checkpoint.open(model)
-      let c = calibration
-      let llama = try LlamaModel.load(model, maxPositions: c.seqLen)
-      let length = min(c.seqLen, llama.config.maxPositionEmbeddings)
+      let llama = try LlamaModel.load(model, maxPositions: c.seqLen, residency: plan.residency)
       var windows: [[Int32]] = []
       if let text = c.calibration, options.method != .magnitude {
         let tokens = try Tokenizer.forCheckpoint(model).encode(try Corpus.text(text))
@@ -71,11 +80,10 @@ struct PruneCommand: ParsableCommand {
         Log.info("calibration: \(c.nsamples) windows of \(length) tokens (seed \(c.seed)) from \(tokens.count) tokens")
       }
       let progress = Progress("prune", total: llama.config.layers)
-      let report = try Pruner.prune(llama, windows: windows, options: options) { done, _ in progress.update(done) }
+      let (report, _) = try PrunedCheckpoint.prune(
+        llama, input: reader, windows: windows, options: options, dtype: dtype.dtype, to: output,
+        convert: ConvertOptions(maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite)) { done, _ in progress.update(done) }
       for warning in report.warnings { Log.warning(warning) }
-      _ = try PrunedCheckpoint.write(
-        llama, input: reader, report: report, method: options.method, target: target,
-        dtype: dtype.dtype, to: output, options: ConvertOptions(maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite))
       PruneSummary.print(report, options: options, output: output, seconds: clock.seconds, json: reporting.json)
     }
   }

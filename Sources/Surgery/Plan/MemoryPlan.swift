@@ -1,0 +1,211 @@
+// The memory plan of an engine tool: a pure function of (config, stored dtype, flags, budget) that lists
+// what is resident, what streams, the workspaces, activations and optimizer state, picks the fastest
+// arrangement that fits the budget and says so before any work starts. Fastest first: every weight
+// resident in f32; then the streamed model (one block's f32 workspace, embedding and head left in their
+// stored dtype); then smaller batches, and calibration states in a temporary file. When even the
+// smallest arrangement does not fit, the tool refuses with the plan in its message.
+//
+// The byte counts are the engine's own allocations (ActivationPlan, the block workspace, the head's
+// chunk, statistics) plus a fixed runtime share measured on this code (binary, Swift runtime, OpenBLAS's
+// per-thread buffers); bench/RESULTS.md compares the plans against peak RSS.
+
+import Formats
+
+public struct MemoryPlan: Sendable {
+  public struct Item: Sendable {
+    public var what: String
+    public var bytes: Int
+  }
+  public var tool: String
+  public var residency: LlamaModel.Residency
+  /// Sequences per block forward (calibration, scoring) or per micro-batch (training).
+  public var batchSize: Int
+  /// Calibration or scoring hidden states kept in memory (bytes); beyond it they go to a temporary file.
+  public var hiddenBudget: Int
+  /// Scoring: sequences per layer-major sweep.
+  public var sweepSequences: Int
+  /// Fine-tuning: bytes the gradient initialisation may hold at once.
+  public var initBudget: Int
+  public var items: [Item]
+  public var budget: Int
+  public var budgetSource: String
+  public var total: Int { items.reduce(0) { $0 + $1.bytes } }
+  public var fits: Bool { total <= budget }
+
+  public var lines: [String] {
+    var out = ["memory plan (\(tool)): \(residency == .resident ? "every weight resident in f32" : "streamed: one block at a time, embedding and head in their stored dtype"), batch \(batchSize)"]
+    for item in items { out.append("  " + MemoryPlan.megabytes(item.bytes).leftPadded(9) + "  " + item.what) }
+    out.append("  " + MemoryPlan.megabytes(total).leftPadded(9) + "  total, of \(MemoryPlan.megabytes(budget)) (\(budgetSource))" + (fits ? "" : ": DOES NOT FIT"))
+    return out
+  }
+
+  public var json: JSONValue {
+    .object(JSONObject([
+      ("tool", .string(tool)), ("residency", .string(residency.rawValue)), ("batch_size", .number(String(batchSize))),
+      ("total_bytes", .number(String(total))), ("budget_bytes", .number(String(budget))), ("budget_source", .string(budgetSource)),
+      ("fits", .bool(fits)),
+      ("items", .array(items.map { .object(JSONObject([("what", .string($0.what)), ("bytes", .number(String($0.bytes)))])) })),
+    ]))
+  }
+
+  static func megabytes(_ bytes: Int) -> String { String(Double(bytes / 100_000) / 10) + " MB" }
+
+  /// Refuses a plan that does not fit, with the plan as the message.
+  public func check() throws(SurgeryError) {
+    guard fits else {
+      throw .memoryPlan("even the smallest plan needs \(MemoryPlan.megabytes(total)), more than \(MemoryPlan.megabytes(budget)) (\(budgetSource)):\n" + lines.joined(separator: "\n"))
+    }
+  }
+}
+
+extension String {
+  fileprivate func leftPadded(_ width: Int) -> String { String(repeating: " ", count: max(0, width - count)) + self }
+}
+
+/// What the planner needs to know about a model: its shapes, and how its weights are stored.
+public struct ModelFacts: Sendable {
+  public var config: LlamaConfig
+  /// Bytes per element of the stored projection weights (2 for BF16/F16, 4 for F32).
+  public var storedBytes: Int
+  public init(config: LlamaConfig, storedBytes: Int) {
+    self.config = config
+    self.storedBytes = storedBytes
+  }
+
+  /// Facts from an open checkpoint.
+  public static func of(_ reader: any CheckpointReader, config: LlamaConfig) -> ModelFacts {
+    let info = reader.infos.first { $0.name == "model.layers.0.self_attn.q_proj.weight" }
+    return ModelFacts(config: config, storedBytes: max(1, (info?.dtype.bits ?? 32) / 8))
+  }
+
+  var names: [(String, [Int])] { LlamaTensors.names(config) }
+  var parameters: Int { names.reduce(0) { $0 + $1.1.reduce(1, *) } }
+  var blockFloats: Int { names.filter { $0.0.hasPrefix("model.layers.0.") }.reduce(0) { $0 + $1.1.reduce(1, *) } }
+  /// (out, in) of the seven projections of a block.
+  var projections: [(out: Int, inp: Int)] {
+    LlamaTensors.projections.compactMap { p in
+      names.first { $0.0 == "model.layers.0.\(p).weight" }.map { ($0.1[0], $0.1[1]) }
+    }
+  }
+  var largestProjection: Int { projections.map { $0.out * $0.inp }.max() ?? 0 }
+  /// Bytes of the weights held: every tensor in f32, or the streamed pieces (final norm, one block, the
+  /// head's widened chunk, and the largest stored tensor mapped while it is widened).
+  func weights(_ residency: LlamaModel.Residency) -> [MemoryPlan.Item] {
+    let c = config
+    switch residency {
+    case .resident:
+      return [.init(what: "weights, all \(parameters / 1_000_000)M parameters in f32", bytes: parameters * 4)]
+    case .streamed:
+      let chunkRows = max(1, min(c.vocabSize, (32 << 20) / max(1, c.hiddenSize * 4)))
+      return [
+        .init(what: "one block's weights in f32 (streamed from the checkpoint, \(c.layers) blocks)", bytes: (blockFloats + c.hiddenSize) * 4),
+        .init(what: "LM head chunk in f32 (\(chunkRows) vocabulary rows; embedding and head stay stored)", bytes: chunkRows * c.hiddenSize * 4),
+        .init(what: "stored tensor being widened (mapped pages, dropped after)", bytes: largestProjection * storedBytes),
+      ]
+    }
+  }
+}
+
+public enum MemoryPlanner {
+  /// Process, Swift runtime, BLAS buffers and allocator slack (measured: bench/RESULTS.md).
+  public static let runtime = 120_000_000
+
+  /// espalier prune: `windows` calibration windows of `seqLen` tokens (0 for magnitude).
+  public static func prune(
+    _ m: ModelFacts, method: PruneMethod, windows: Int, seqLen: Int, batch: Int, outputBytes: Int, budget: Int, budgetSource: String
+  ) -> MemoryPlan {
+    let c = m.config
+    let calibrated = method != .magnitude && windows > 0
+    let statistics: Int = {
+      switch method {
+      case .magnitude: return 0
+      case .wanda: return m.projections.reduce(0) { $0 + $1.inp * 8 } + m.largestProjection * 5
+      // A Double Hessian per projection during the block's pass, plus SparseGPT's working copies.
+      case .sparsegpt: return m.projections.reduce(0) { $0 + $1.inp * $1.inp * 8 } + 3 * (m.projections.map { $0.inp * $0.inp * 8 }.max() ?? 0)
+      }
+    }()
+    var candidates: [MemoryPlan] = []
+    for residency in [LlamaModel.Residency.resident, .streamed] {
+      for b in Set([min(batch, max(1, windows)), 1]).sorted(by: >) {
+        for spill in [false, true] {
+          var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
+          items += m.weights(residency)
+          let hidden = calibrated ? windows * seqLen * c.hiddenSize * 4 : 0
+          if calibrated {
+            items.append(.init(what: "calibration hidden states (\(windows) × \(seqLen) × \(c.hiddenSize) f32)" + (spill ? ", in a temporary file" : ""), bytes: spill ? 0 : hidden))
+            let acts = ActivationPlan(config: c, B: b, T: seqLen, headChunk: min(128, b * seqLen), training: false)
+            items.append(.init(what: "block forward: activations and output for \(b) × \(seqLen)", bytes: acts.bytes(layers: c.layers) + b * seqLen * c.hiddenSize * 4))
+          }
+          items.append(.init(what: "\(method.rawValue) statistics and scratch of a block", bytes: statistics))
+          items.append(.init(what: "output tensor being written (largest, output dtype)", bytes: m.largestProjection * outputBytes))
+          candidates.append(MemoryPlan(
+            tool: "prune", residency: residency, batchSize: b, hiddenBudget: spill ? 0 : hidden, sweepSequences: windows, initBudget: 0,
+            items: items, budget: budget, budgetSource: budgetSource))
+          if !calibrated { break }
+        }
+        if !calibrated { break }
+      }
+    }
+    return candidates.first { $0.fits } ?? candidates.last!
+  }
+
+  /// espalier eval: windows of `seqLen` tokens, `batch` per forward.
+  public static func eval(_ m: ModelFacts, seqLen: Int, batch: Int, windows: Int, budget: Int, budgetSource: String) -> MemoryPlan {
+    let c = m.config
+    var candidates: [MemoryPlan] = []
+    for residency in [LlamaModel.Residency.resident, .streamed] {
+      for b in Set([batch, 1]).sorted(by: >) {
+        // A streamed model reads every block once per sweep: sweep as many windows as fit in memory.
+        for sweep in Set([max(b, min(windows, 64)), b]).sorted(by: >) {
+          var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
+          items += m.weights(residency)
+          items.append(.init(what: "hidden states of a sweep (\(sweep) × \(seqLen) × \(c.hiddenSize) f32)", bytes: sweep * seqLen * c.hiddenSize * 4))
+          let acts = ActivationPlan(config: c, B: b, T: seqLen, headChunk: min(128, b * seqLen), training: false)
+          items.append(.init(what: "activations and block output for \(b) × \(seqLen)", bytes: acts.bytes(layers: c.layers) + b * seqLen * c.hiddenSize * 4))
+          candidates.append(MemoryPlan(
+            tool: "eval", residency: residency, batchSize: b, hiddenBudget: sweep * seqLen * c.hiddenSize * 4, sweepSequences: sweep,
+            initBudget: 0, items: items, budget: budget, budgetSource: budgetSource))
+        }
+      }
+    }
+    return candidates.first { $0.fits } ?? candidates.last!
+  }
+
+  /// espalier finetune: adapters of `rank` on `targets` (short names), micro-batches of `batch` × `seqLen`.
+  public static func finetune(
+    _ m: ModelFacts, method: AdapterMethod, rank: Int, targets: [String], batch: Int, seqLen: Int, gradientInit: Bool,
+    budget: Int, budgetSource: String
+  ) -> MemoryPlan {
+    let c = m.config
+    let chosen = zip(LlamaTensors.projections, m.projections).filter { targets.contains(String($0.0.split(separator: ".").last!)) }.map(\.1)
+    let adapterFloats = c.layers * chosen.reduce(0) { total, p in
+      total + (method == .spp ? SPPLinear.rowBlocks * p.inp + p.out : rank * (p.out + p.inp))
+    }
+    let largest = chosen.map { $0.out * $0.inp }.max() ?? 0
+    let denseTargets = c.layers * chosen.reduce(0) { $0 + $1.out * $1.inp } * 4
+    var candidates: [MemoryPlan] = []
+    for residency in [LlamaModel.Residency.resident, .streamed] {
+      var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
+      items += m.weights(residency)
+      let acts = ActivationPlan(config: c, B: batch, T: seqLen, training: true)
+      items.append(.init(what: "activations of every block for \(batch) × \(seqLen) (kept for backward)", bytes: acts.bytes(layers: c.layers)))
+      items.append(.init(what: "adapters, gradients, AdamW moments and a checkpoint copy (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 7))
+      switch method {
+      case .lors, .spp: items.append(.init(what: "recomputed merged weight (largest projection, f32)", bytes: largest * 4))
+      case .sqft: items.append(.init(what: "SQFT's merged weights and masks of every adapted projection", bytes: denseTargets / 4 * 5))
+      case .lora: break
+      }
+      let used = items.reduce(0) { $0 + $1.bytes }
+      // The gradient init holds dense gradients in groups: what is left, but at least the largest one.
+      var initBudget = 0
+      if gradientInit {
+        initBudget = min(denseTargets, max(largest * 4, min(2_000_000_000, budget - used)))
+        items.append(.init(what: "gradient init: dense gradients, \(max(1, (denseTargets + initBudget - 1) / max(1, initBudget))) pass(es)", bytes: initBudget + largest * 4))
+      }
+      candidates.append(MemoryPlan(
+        tool: "finetune", residency: residency, batchSize: batch, hiddenBudget: 0, sweepSequences: 0, initBudget: initBudget, items: items,
+        budget: budget, budgetSource: budgetSource))
+    }
+    return candidates.first { $0.fits } ?? candidates.last!
+  }
+}
