@@ -161,3 +161,109 @@ import Testing
     #expect(abs(try LlamaRunner(model: model, B: 2, T: 16).forward(tokens: tokens, targets: targets).loss - before) < 1e-6)
   }
 }
+
+/// The sketched gradient init against the exact one on the tiny model: the fraction of ‖G‖'s top-r energy
+/// its vectors capture, ‖G·Vᵀ_sketch‖_F / ‖G·Vᵀ_exact‖_F, and exactness when q = 4r covers a dimension.
+@Suite struct GradientSketchTests {
+  static func captured(rank: Int) throws -> [String: Double] {
+    let model = try LlamaModel.load(fixturePath("tiny-llama"))
+    let tokens = try AdaptTests.ids("input_ids"), targets = try AdaptTests.ids("targets")
+    let adapters = try AdapterSet(model: model, method: .lors, rank: rank, scale: 1)
+    let batches = [(tokens, targets), (Array(tokens.reversed()), Array(targets.reversed()))]
+    let exact = try GradientInit.estimateGradients(model: model, prefixes: adapters.prefixes, batches: batches, B: 2, T: 16, maxMemory: 1 << 30)
+    let sketched = try GradientInit.sketchedRightSingularVectors(
+      model: model, prefixes: adapters.prefixes, batches: batches, B: 2, T: 16, rank: rank, seed: 7)
+    var result: [String: Double] = [:]
+    for prefix in adapters.prefixes {
+      let shape = model.params.layout.entry(prefix + ".weight")!.shape
+      let g = exact[prefix]!
+      /// ‖G·Vᵀ‖_F for V (rank, in).
+      func energy(_ v: [Float]) -> Double {
+        var total = 0.0
+        for row in 0..<shape[0] {
+          for k in 0..<rank {
+            var dot = 0.0
+            for c in 0..<shape[1] { dot += Double(g[row * shape[1] + c]) * Double(v[k * shape[1] + c]) }
+            total += dot * dot
+          }
+        }
+        return total.squareRoot()
+      }
+      let best = try GradientInit.rightSingularVectors(g, rows: shape[0], cols: shape[1], rank: rank)
+      result[prefix] = energy(sketched[prefix]!) / energy(best)
+    }
+    return result
+  }
+
+  @Test func sketchCapturesTheTopSubspace() throws {
+    // The tiny model's gradients over 64 tokens have flat spectra (the hardest case for any sketch):
+    // r = 2 with k = 8, l = 17 of dimensions 32–128 still captures most of the top-2 energy.
+    for (prefix, ratio) in try Self.captured(rank: 2) {
+      #expect(ratio > 0.6 && ratio <= 1 + 1e-4, "\(prefix): \(ratio)")
+    }
+    // r = 16: k = min(64, out, in) covers k/v's 32 output dimensions and q/o's 64: exact there.
+    for (prefix, ratio) in try Self.captured(rank: 16) where !prefix.contains("mlp") {
+      #expect(abs(ratio - 1) < 1e-3, "\(prefix): \(ratio)")
+    }
+  }
+
+  /// A gradient with a decaying spectrum, G = U·diag(0.7^i)·Vᵀ (48 × 40), fed to the sketch as N = 40
+  /// tokens with X = I and dY = Gᵀ (so dYᵀ·X = G): rank 4 from k = 16 is essentially exact.
+  @Test func sketchIsAccurateOnADecayingSpectrum() throws {
+    let (out, inp, rank) = (48, 40, 4)
+    var random = SplitMix64(seed: 11)
+    let a: [Float] = (0..<(out * inp)).map { _ in random.nextUnitFloat() - 0.5 }
+    let (u, _, vt) = try Linalg.svd(a, rows: out, cols: inp)
+    var g = [Float](repeating: 0, count: out * inp)
+    for r in 0..<inp {
+      let sigma = Float(pow(0.7, Double(r)))
+      for i in 0..<out {
+        let left: Float = u[i * inp + r] * sigma
+        for j in 0..<inp { g[i * inp + j] += left * vt[r * inp + j] }
+      }
+    }
+    let weight = [Float](repeating: 0, count: out * inp)
+    let layer = try weight.withUnsafeBufferPointer { w in
+      SketchingLinear(DenseLinear(weight: w.baseAddress!, inFeatures: inp, outFeatures: out), rank: rank, seed: 3)
+    }
+    var x = [Float](repeating: 0, count: inp * inp)
+    for i in 0..<inp { x[i * inp + i] = 1 }
+    var dy = [Float](repeating: 0, count: inp * out)
+    for i in 0..<out { for j in 0..<inp { dy[j * out + i] = g[i * inp + j] } }
+    var dx = [Float](repeating: 0, count: inp * inp)
+    try weight.withUnsafeBufferPointer { _ in layer.backward(dinp: &dx, dout: dy, inp: x, N: inp) }
+    let v = try layer.rightSingularVectors(rank: rank)
+    // Each true top-4 right singular vector lies in the span of the sketched ones.
+    for r in 0..<rank {
+      var inside = 0.0
+      for k in 0..<rank {
+        var dot = 0.0
+        for j in 0..<inp { dot += Double(v[k * inp + j]) * Double(vt[r * inp + j]) }
+        inside += dot * dot
+      }
+      #expect(inside > 0.999, "singular vector \(r): \(inside)")
+    }
+  }
+
+  @Test func checkpointedBackwardEqualsTheFullOne() throws {
+    var gradients: [[Float]] = []
+    for checkpointed in [false, true] {
+      let model = try LlamaModel.load(fixturePath("tiny-llama"))
+      let adapters = try AdapterSet(model: model, method: .lors, rank: 4, scale: 2)
+      adapters.initializeRandomly(seed: 5)
+      for i in 0..<adapters.params.layout.totalCount where adapters.params.base[i] == 0 { adapters.params.base[i] = Float(i % 11) * 1e-3 - 5e-3 }
+      adapters.attach(to: model)
+      let runner = LlamaRunner(model: model, B: 2, T: 16, checkpointed: checkpointed)
+      #expect(runner.plan.checkpointed == checkpointed)
+      try runner.forward(tokens: try AdaptTests.ids("input_ids"), targets: try AdaptTests.ids("targets"), prepareBackward: true)
+      try runner.backward()
+      gradients.append(Array(UnsafeBufferPointer(start: adapters.grads.base, count: adapters.grads.layout.totalCount)))
+    }
+    #expect(gradients[0].contains { $0 != 0 })
+    // Not bitwise only because OpenBLAS's thread count is process-wide while tests run in parallel.
+    #expect(maxAbsDiff(gradients[0], gradients[1]) < 1e-6)
+    let full = ActivationPlan(config: try LlamaModel.load(fixturePath("tiny-llama")).config, B: 4, T: 256)
+    let kept = ActivationPlan(config: try LlamaModel.load(fixturePath("tiny-llama")).config, B: 4, T: 256, checkpointed: true)
+    #expect(kept.bytes(layers: 2) < full.bytes(layers: 2))
+  }
+}

@@ -28,7 +28,7 @@ import Testing
     let (report, events) = try Self.run(dir + "/full", Self.options(steps: 4))
     let steps = events.compactMap { event -> Int? in if case .step(let r, let total, _, _) = event, total == 4 { return r.step } else { return nil } }
     #expect(steps == [1, 2, 3, 4])
-    #expect(events.contains { if case .initProgress(let done, let total) = $0 { return done == total && total == 14 } else { return false } })
+    #expect(events.contains { if case .initProgress(let done, let total) = $0 { return done == total && total == 3 } else { return false } })
     #expect(report.steps == 4 && report.last?.step == 4 && report.settings.method == .lors && report.settings.scaleRule == .rslora)
     let store = TrainingStore(directory: dir + "/full")
     #expect(store.latestCheckpoint() == dir + "/full/checkpoints/step-000004")

@@ -171,7 +171,7 @@ import Testing
     let help = try Tools.run("espalier-finetune", ["--help"])
     for flag in ["--method", "--rank", "--alpha", "--lr", "--batch-size", "--grad-accum", "--seq-len", "--steps", "--epochs", "--warmup",
       "--seed", "--save-every", "--resume", "--init", "--targets", "--scale-rule", "--gradient",
-      "(values: lors, lora, sqft, spp; default: lors)", "(values: gradient, random)", "(default: 16)"] {
+      "(values: lors, lora, sqft, spp; default: lors)", "(values: gradient, gradient-exact, random)", "(default: 16)"] {
       #expect(help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains(flag), "\(flag)")
     }
   }

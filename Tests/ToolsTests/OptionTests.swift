@@ -31,7 +31,7 @@ import Testing
     let expected: [(String, [String])] = [
       ("espalier-convert", ["values: keep, f32, f16, bf16", "values: espalier, sparse-bitmask, sparse-24-bitmask", "--max-shard-size", "--overwrite", "--json"]),
       ("espalier-prune", ["values: magnitude, wanda, sparsegpt", "values: keep, f32, f16, bf16", "--max-memory", "--max-shard-size", "--overwrite", "--json"]),
-      ("espalier-finetune", ["values: lors, lora, sqft, spp", "values: rslora, lora", "values: reordered, exact", "values: gradient, random", "--max-memory"]),
+      ("espalier-finetune", ["values: lors, lora, sqft, spp", "values: rslora, lora", "values: reordered, exact", "values: gradient, gradient-exact, random", "--max-memory"]),
       ("espalier-merge", ["--max-shard-size", "--overwrite", "--json"]),
       ("espalier-verify", ["--pattern", "--json"]),
       ("espalier-inspect", ["--pattern", "--json"]),

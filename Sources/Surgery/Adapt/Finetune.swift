@@ -7,8 +7,11 @@ import Formats
 import Foundation
 
 public enum AdapterInit: String, Sendable, CaseIterable {
-  /// LoRS' gradient-SVD initialisation (GradientInit).
+  /// LoRS' gradient-SVD initialisation from a one-pass sketch of every gradient (GradientSketch): no
+  /// dense gradient held.
   case gradient
+  /// The same from the exact SVD of every dense averaged gradient (GradientInit; memory: the gradients).
+  case gradientExact = "gradient-exact"
   /// Kaiming-uniform input side, zero output side (PEFT's default).
   case random
 }
@@ -27,8 +30,9 @@ public struct FinetuneOptions: Sendable {
   public var initSamples = 128
   /// Bytes of dense gradients the gradient init may hold at once.
   public var maxMemory = 2_000_000_000
-  /// How the base model is held (the memory plan's choice).
+  /// How the base model is held, and whether activations are recomputed in backward (the memory plan's choices).
   public var residency = LlamaModel.Residency.resident
+  public var checkpointActivations = false
   public var lr = 2e-5
   public var minLr = 1e-6
   public var warmup = 0
@@ -54,7 +58,7 @@ public struct FinetuneOptions: Sendable {
     func require(_ condition: Bool, _ message: String) throws(SurgeryError) { if !condition { throw .invalidRequest(message) } }
     try require(!targets.isEmpty, "--targets is empty")
     for name in targets { try require(ProjectionNames.all.contains(name), "--targets: unknown projection `\(name)` (choose from \(ProjectionNames.all.joined(separator: ", ")))") }
-    try require(!(initialization == .gradient && method == .spp), "--init gradient needs a low-rank method; spp starts from b = 0")
+    try require(!((initialization == .gradient || initialization == .gradientExact) && method == .spp), "--init gradient needs a low-rank method; spp starts from b = 0")
     try require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)")
     try require(dropout == 0 || method == .lora || method == .sqft,
       "--dropout applies to lora and sqft: \(method.rawValue) merges its adapter into the weight, leaving no branch to drop")
@@ -160,6 +164,7 @@ public enum Finetune {
     training.maxGradNorm = o.maxGradNorm
     training.seed = o.seed
     training.gradient = o.gradient
+    training.checkpointActivations = o.checkpointActivations
     let settings = FinetuneSettings(
       method: o.method, rank: o.rank, alpha: o.alpha, dropout: o.dropout, scaleRule: rule, scale: adapters.scale, gradient: o.gradient,
       targets: o.targets, initialization: o.resolvedInit, initSamples: o.initSamples, seqLen: T, training: training,
@@ -220,7 +225,7 @@ public enum Finetune {
   static func initialize(
     _ adapters: AdapterSet, llama: LlamaModel, data: TrainingData, T: Int, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
   ) throws(SurgeryError) {
-    guard o.resolvedInit == .gradient else {
+    guard o.resolvedInit != .random else {
       adapters.initializeRandomly(seed: o.seed)
       return
     }
@@ -232,13 +237,22 @@ public enum Finetune {
       let slice = indices[start..<(start + o.batchSize)]
       return (slice.flatMap { data.windows[$0].inputs }, slice.flatMap { data.windows[$0].targets })
     }
-    let gradients = try withoutActuallyEscaping(events) { (events) throws(SurgeryError) in
-      try GradientInit.estimateGradients(
-        model: llama, prefixes: adapters.prefixes, batches: batches, B: o.batchSize, T: T, maxMemory: o.maxMemory
-      ) { done, total in events(.initProgress(done: done, total: total)) }
+    try withoutActuallyEscaping(events) { (events) throws(SurgeryError) in
+      if o.resolvedInit == .gradientExact {
+        let gradients = try GradientInit.estimateGradients(
+          model: llama, prefixes: adapters.prefixes, batches: batches, B: o.batchSize, T: T, maxMemory: o.maxMemory
+        ) { done, total in events(.initProgress(done: done, total: total)) }
+        try GradientInit.initialize(adapters, model: llama, gradients: gradients)
+      } else {
+        let vectors = try GradientInit.sketchedRightSingularVectors(
+          model: llama, prefixes: adapters.prefixes, batches: batches, B: o.batchSize, T: T, rank: adapters.rank,
+          seed: o.seed, checkpointed: o.checkpointActivations
+        ) { done, total in events(.initProgress(done: done, total: total)) }
+        try GradientInit.initialize(adapters, rightSingularVectors: vectors)
+      }
     }
-    try GradientInit.initialize(adapters, model: llama, gradients: gradients)
-    events(.info("init: top-\(adapters.rank) right singular vectors of gradients averaged over \(batches.count) batches of \(o.batchSize)"))
+    let how = o.resolvedInit == .gradientExact ? "exact SVD" : "one-pass sketch"
+    events(.info("init: top-\(adapters.rank) right singular vectors (\(how)) of gradients averaged over \(batches.count) batches of \(o.batchSize)"))
   }
 
   static func peftConfig(_ adapters: AdapterSet, settings: FinetuneSettings, baseModel: String) -> PEFTAdapterConfig {

@@ -2,6 +2,8 @@
 // target weight is averaged over a few batches; B (r × in) takes the top-r right singular vectors of G
 // (B = V_rᵀ / γ) and A = 0, so the model's output is unchanged at step 0 and the first update of A,
 // dA = G·V_r = U_r·S_r, lies in G's best rank-r approximation. The SVD is Linalg's (LAPACK sgesdd).
+// This file holds the exact form (dense G per target, `--init gradient-exact`); GradientSketch.swift the
+// randomized one the reference actually computes, in adapter-sized memory (`--init gradient`).
 
 import Formats
 
@@ -73,11 +75,20 @@ public enum GradientInit {
   /// Sets the input-side factor (LoRS' B, PEFT's lora_A; r × in) to V_rᵀ / gamma and the other to zero,
   /// for every adapter from the averaged gradients. Not defined for SPP (no rank-r factor).
   public static func initialize(_ adapters: AdapterSet, model: LlamaModel, gradients: [String: [Float]], gamma: Float = 1) throws(SurgeryError) {
+    var vectors: [String: [Float]] = [:]
+    for prefix in adapters.prefixes {
+      guard let g = gradients[prefix], let shape = model.params.layout.entry(prefix + ".weight")?.shape else { continue }
+      vectors[prefix] = try rightSingularVectors(g, rows: shape[0], cols: shape[1], rank: adapters.rank)
+    }
+    try initialize(adapters, rightSingularVectors: vectors, gamma: gamma)
+  }
+
+  /// The same from the right singular vectors themselves ((rank, in) per prefix, e.g. sketched).
+  public static func initialize(_ adapters: AdapterSet, rightSingularVectors vectors: [String: [Float]], gamma: Float = 1) throws(SurgeryError) {
     guard adapters.method != .spp else { throw .unsupported("gradient-SVD initialisation is defined for low-rank adapters, not spp") }
     adapters.params.zero()
     for prefix in adapters.prefixes {
-      guard let g = gradients[prefix], let shape = model.params.layout.entry(prefix + ".weight")?.shape else { continue }
-      let v = try rightSingularVectors(g, rows: shape[0], cols: shape[1], rank: adapters.rank)
+      guard let v = vectors[prefix] else { continue }
       let b = adapters.params.pointer(prefix + adapters.inputSideName)!
       for i in 0..<v.count { b[i] = v[i] / gamma }
     }

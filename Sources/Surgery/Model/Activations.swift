@@ -13,15 +13,21 @@ public struct ActivationPlan: Sendable, Equatable {
   /// Float counts per saved buffer of one layer, and of the shared pieces.
   public let perLayer: Int
   public let shared: Int
+  let hiddenSize: Int
 
   /// Whether every layer keeps its activations for backward; without, two layer slots alternate.
   public let training: Bool
+  /// Activation checkpointing (training only): each layer keeps only its input; backward recomputes the
+  /// layer's forward into one shared slot just before its backward (one more forward per step).
+  public let checkpointed: Bool
 
-  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128, training: Bool = true) {
+  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128, training: Bool = true, checkpointed: Bool = false) {
     self.B = B
     self.T = T
     self.headChunk = headChunk
     self.training = training
+    self.checkpointed = training && checkpointed
+    hiddenSize = c.hiddenSize
     let N = B * T
     perLayer = N * c.hiddenSize * 2 + N * 2 + N * (c.qDim * 2 + c.kvDim * 2) + B * c.heads * T
       + N * c.intermediateSize * 2
@@ -35,7 +41,10 @@ public struct ActivationPlan: Sendable, Equatable {
     N * c.hiddenSize * 2 + N * (c.qDim * 2 + c.kvDim * 2) + N * c.intermediateSize * 3
   }
 
-  public func floats(layers: Int) -> Int { perLayer * (training ? layers : min(2, layers)) + shared }
+  public func floats(layers: Int) -> Int {
+    if checkpointed { return B * T * hiddenSize * layers + perLayer + shared }
+    return perLayer * (training ? layers : min(2, layers)) + shared
+  }
   public func bytes(layers: Int) -> Int { floats(layers: layers) * 4 }
 }
 
@@ -65,7 +74,20 @@ final class Activations {
     }
     let N = plan.B * plan.T
     let (C, I) = (c.hiddenSize, c.intermediateSize)
+    // Checkpointed: one working slot that every layer's saved input is paired with.
+    var working: Layer?
+    if plan.checkpointed {
+      working = Layer(
+        xIn: take(N * C), rstd1: take(N), q: take(N * c.qDim), k: take(N * c.kvDim), v: take(N * c.kvDim),
+        attn: take(N * c.qDim), lse: take(plan.B * c.heads * plan.T), xMid: take(N * C), rstd2: take(N),
+        gate: take(N * I), up: take(N * I))
+    }
     for l in 0..<c.layers {
+      if var slot = working {
+        slot.xIn = take(N * C)
+        layers.append(slot)
+        continue
+      }
       // Scoring keeps no activations for backward: layers reuse two slots, so layer l's output (the
       // next slot's input) never overwrites its own input.
       if !plan.training && l >= 2 {

@@ -25,8 +25,9 @@ struct FinetuneCommand: ParsableCommand {
       with the same settings and ends where an uninterrupted run would; --overwrite starts afresh, replacing \
       the checkpoints, log and adapter of an earlier run (and nothing else in OUT). Memory: the plan is \
       printed first; a model larger than --max-memory is read one block at a time in every forward and \
-      backward pass, and --init gradient holds the dense gradients that fit what is left, taking more \
-      passes for the rest. A LoRS, SQFT or SPP adapter must be \
+      backward pass, and when activations do not fit each block is recomputed in backward. --init gradient \
+      sketches every gradient in one pass (q·(out + in) floats each); --init gradient-exact holds the dense \
+      gradients that fit what is left, taking more passes for the rest. A LoRS, SQFT or SPP adapter must be \
       merged under the mask (espalier merge), not loaded as a plain LoRA: PEFT would apply it densely.
 
       Progress goes to stderr, the summary (or --json report) to stdout. Exit status: 0 trained, 1 training \
@@ -44,7 +45,7 @@ struct FinetuneCommand: ParsableCommand {
   @Option(help: "LoRS adapter gradient: reordered (the paper's cheap form) or exact (the masked gradient).") var gradient = LoRSGradient.reordered
   @Option(help: "Dropout on the adapter branch's input (lora and sqft; lors and spp merge before the product and take none).") var dropout = 0.0
   @Option(help: "Projections to adapt, comma-separated short names.") var targets = ProjectionNames.all.joined(separator: ",")
-  @Option(name: .customLong("init"), help: "Initialisation: gradient (SVD of the averaged gradient) or random (kaiming input side, zero output side); default: gradient for lors, random otherwise.") var initialization: AdapterInit?
+  @Option(name: .customLong("init"), help: "Initialisation: gradient (top singular vectors of the averaged gradient, from a one-pass randomized sketch, as svd_lowrank approximates it), gradient-exact (the SVD of every dense gradient: memory-heavy, for comparison) or random (kaiming input side, zero output side); default: gradient for lors, random otherwise.") var initialization: AdapterInit?
   @Option(help: "Windows whose gradient is averaged for --init gradient.") var initSamples = 128
   @OptionGroup var memory: MemoryOptions
   @Option(help: "Peak learning rate.") var lr = 2e-5
@@ -90,9 +91,9 @@ struct FinetuneCommand: ParsableCommand {
       let (budget, source) = memory.budget
       let plan = MemoryPlanner.finetune(
         facts, method: method, rank: rank, targets: options.targets, batch: batchSize, seqLen: min(seqLen, facts.config.maxPositionEmbeddings),
-        gradientInit: options.resolvedInit == .gradient, budget: budget, budgetSource: source)
+        initialization: options.resolvedInit, budget: budget, budgetSource: source)
       guard try Planning.announce(plan, memory, json: reporting.json) else { return }
-      (options.residency, options.maxMemory) = (plan.residency, max(1, plan.initBudget))
+      (options.residency, options.maxMemory, options.checkpointActivations) = (plan.residency, max(1, plan.initBudget), plan.checkpointActivations)
       let progress = Progress("init: gradients", total: 0)
       let result = try Finetune.run(modelPath: model, dataPath: data, output: output, options: options) { event in
         switch event {
