@@ -32,7 +32,7 @@ public struct FinetuneOptions: Sendable {
   public var maxMemory = 2_000_000_000
   /// How the base model is held, and whether activations are recomputed in backward (the memory plan's choices).
   public var residency = LlamaModel.Residency.resident
-  public var checkpointActivations = false
+  public var recomputedLayers = 0
   public var lr = 2e-5
   public var minLr = 1e-6
   public var warmup = 0
@@ -164,7 +164,7 @@ public enum Finetune {
     training.maxGradNorm = o.maxGradNorm
     training.seed = o.seed
     training.gradient = o.gradient
-    training.checkpointActivations = o.checkpointActivations
+    training.recomputedLayers = o.recomputedLayers
     let settings = FinetuneSettings(
       method: o.method, rank: o.rank, alpha: o.alpha, dropout: o.dropout, scaleRule: rule, scale: adapters.scale, gradient: o.gradient,
       targets: o.targets, initialization: o.resolvedInit, initSamples: o.initSamples, seqLen: T, training: training,
@@ -246,7 +246,7 @@ public enum Finetune {
       } else {
         let vectors = try GradientInit.sketchedRightSingularVectors(
           model: llama, prefixes: adapters.prefixes, batches: batches, B: o.batchSize, T: T, rank: adapters.rank,
-          seed: o.seed, checkpointed: o.checkpointActivations
+          seed: o.seed, recomputedLayers: o.recomputedLayers
         ) { done, total in events(.initProgress(done: done, total: total)) }
         try GradientInit.initialize(adapters, rightSingularVectors: vectors)
       }

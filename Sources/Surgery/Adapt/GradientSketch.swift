@@ -102,7 +102,7 @@ extension GradientInit {
   /// gradient over `batches`, in one forward and backward pass. The signs are seeded by `seed` and the prefix.
   public static func sketchedRightSingularVectors(
     model: LlamaModel, prefixes: [String], batches: [([Int32], [Int32])], B: Int, T: Int, rank: Int, seed: UInt64 = 0,
-    checkpointed: Bool = false, progress: ((Int, Int) -> Void)? = nil
+    recomputedLayers: Int = 0, progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> [String: [Float]] {
     let saved = model.linears
     defer { model.linears = saved }
@@ -114,7 +114,7 @@ extension GradientInit {
       model.linears[l][p] = layer
       layers.append((prefix, layer))
     }
-    let runner = LlamaRunner(model: model, B: B, T: T, checkpointed: checkpointed)
+    let runner = LlamaRunner(model: model, B: B, T: T, recomputedLayers: recomputedLayers)
     for (done, (tokens, targets)) in batches.enumerated() {
       try runner.forward(tokens: tokens, targets: targets, prepareBackward: true)
       try runner.backward()

@@ -18,8 +18,8 @@ public struct TrainingOptions: Sendable {
   /// Seeds the window order.
   public var seed: UInt64 = 0
   public var gradient: LoRSGradient = .reordered
-  /// Keep only each layer's input and recompute the layer in backward (the memory plan's choice).
-  public var checkpointActivations = false
+  /// Layers that keep only their input and are recomputed in backward (the memory plan's choice).
+  public var recomputedLayers = 0
 
   public init(steps: Int, schedule: CosineSchedule) {
     self.steps = steps
@@ -73,7 +73,7 @@ public final class Trainer {
     self.adapters = adapters
     self.data = data
     self.options = options
-    runner = LlamaRunner(model: model, B: options.batchSize, T: T, checkpointed: options.checkpointActivations)
+    runner = LlamaRunner(model: model, B: options.batchSize, T: T, recomputedLayers: options.recomputedLayers)
     optimizer = AdamW(count: adapters.params.layout.totalCount, weightDecay: Float(options.weightDecay))
     order = WindowOrder(count: data.windows.count, seed: options.seed)
     adapters.attach(to: model, gradient: options.gradient)

@@ -17,16 +17,18 @@ public struct ActivationPlan: Sendable, Equatable {
 
   /// Whether every layer keeps its activations for backward; without, two layer slots alternate.
   public let training: Bool
-  /// Activation checkpointing (training only): each layer keeps only its input; backward recomputes the
-  /// layer's forward into one shared slot just before its backward (one more forward per step).
-  public let checkpointed: Bool
+  /// Activation checkpointing (training only): layers 0..<recomputedLayers keep only their input, and
+  /// backward recomputes each of them into one shared slot just before its backward (one more forward of
+  /// those layers per step); the other layers keep everything. The plan recomputes as few as fit.
+  public let recomputedLayers: Int
+  public var checkpointed: Bool { recomputedLayers > 0 }
 
-  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128, training: Bool = true, checkpointed: Bool = false) {
+  public init(config c: LlamaConfig, B: Int, T: Int, headChunk: Int = 128, training: Bool = true, recomputedLayers: Int = 0) {
     self.B = B
     self.T = T
     self.headChunk = headChunk
     self.training = training
-    self.checkpointed = training && checkpointed
+    self.recomputedLayers = training ? min(max(0, recomputedLayers), c.layers) : 0
     hiddenSize = c.hiddenSize
     let N = B * T
     perLayer = N * c.hiddenSize * 2 + N * 2 + N * (c.qDim * 2 + c.kvDim * 2) + B * c.heads * T
@@ -42,7 +44,7 @@ public struct ActivationPlan: Sendable, Equatable {
   }
 
   public func floats(layers: Int) -> Int {
-    if checkpointed { return B * T * hiddenSize * layers + perLayer + shared }
+    if checkpointed { return B * T * hiddenSize * recomputedLayers + perLayer * (1 + layers - recomputedLayers) + shared }
     return perLayer * (training ? layers : min(2, layers)) + shared
   }
   public func bytes(layers: Int) -> Int { floats(layers: layers) * 4 }
@@ -83,7 +85,7 @@ final class Activations {
         gate: take(N * I), up: take(N * I))
     }
     for l in 0..<c.layers {
-      if var slot = working {
+      if var slot = working, l < plan.recomputedLayers {
         slot.xIn = take(N * C)
         layers.append(slot)
         continue
@@ -105,10 +107,8 @@ final class Activations {
     xn = take(N * C)
     tmp = take(N * C)
     act = take(N * I)
-    headScratch = take(plan.headChunk * c.vocabSize)
-    tokenNLL = take(N)
     // Scoring never reaches backward (the runner refuses it), so it gets no gradient scratch: the
-    // pointers then view an empty slice at the end and are never dereferenced.
+    // pointers then view an empty slice and are never dereferenced.
     let g = plan.training ? 1 : 0
     dx = take(g * N * C)
     dxn = take(g * N * C)
@@ -119,6 +119,8 @@ final class Activations {
     dgate = take(g * N * I)
     dup = take(g * N * I)
     dact = take(g * N * I)
+    headScratch = take(plan.headChunk * c.vocabSize)
+    tokenNLL = take(N)
     assert(cursor - base == count, "activation plan and layout disagree")
   }
 

@@ -21,10 +21,10 @@ public final class LlamaRunner {
   public private(set) var layerInputGradients: [[Float]] = []
 
   /// `training: false` plans activations for scoring only (two layer slots; `backward` refused).
-  /// `checkpointed` keeps only each layer's input and recomputes the layer in backward (training).
-  public init(model: LlamaModel, B: Int, T: Int, headChunk: Int = 128, training: Bool = true, checkpointed: Bool = false) {
+  /// Layers 0..<`recomputedLayers` keep only their input and are recomputed in backward (training).
+  public init(model: LlamaModel, B: Int, T: Int, headChunk: Int = 128, training: Bool = true, recomputedLayers: Int = 0) {
     self.model = model
-    plan = ActivationPlan(config: model.config, B: B, T: T, headChunk: min(headChunk, B * T), training: training, checkpointed: checkpointed)
+    plan = ActivationPlan(config: model.config, B: B, T: T, headChunk: min(headChunk, B * T), training: training, recomputedLayers: recomputedLayers)
     acts = Activations(config: model.config, plan: plan)
   }
 
@@ -172,7 +172,7 @@ public final class LlamaRunner {
       try model.prepare(block: l)
       // Checkpointed: rebuild the layer's saved activations from its input (its output, written again,
       // is the same values into a buffer whose backward is done).
-      if plan.checkpointed { runBlock(l, output: l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal) }
+      if l < plan.recomputedLayers { runBlock(l, output: l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal) }
       let a = acts.layers[l]
       let lin = model.linears[l]
       let w = "model.layers.\(l)."

@@ -26,8 +26,8 @@ public struct MemoryPlan: Sendable {
   public var sweepSequences: Int
   /// Fine-tuning: bytes the exact gradient initialisation may hold at once.
   public var initBudget: Int
-  /// Fine-tuning: keep only each layer's input and recompute the layer in backward.
-  public var checkpointActivations = false
+  /// Fine-tuning: layers that keep only their input and are recomputed in backward.
+  public var recomputedLayers = 0
   public var items: [Item]
   public var budget: Int
   public var budgetSource: String
@@ -36,7 +36,7 @@ public struct MemoryPlan: Sendable {
 
   public var lines: [String] {
     var out = ["memory plan (\(tool)): \(residency == .resident ? "every weight resident in f32" : "streamed: one block at a time, embedding and head in their stored dtype"), batch \(batchSize)"
-      + (checkpointActivations ? ", activations recomputed in backward" : "")]
+      + (recomputedLayers > 0 ? ", \(recomputedLayers) layers recomputed in backward" : "")]
     for item in items { out.append("  " + MemoryPlan.megabytes(item.bytes).leftPadded(9) + "  " + item.what) }
     out.append("  " + MemoryPlan.megabytes(total).leftPadded(9) + "  total, of \(MemoryPlan.megabytes(budget)) (\(budgetSource))" + (fits ? "" : ": DOES NOT FIT"))
     return out
@@ -45,7 +45,7 @@ public struct MemoryPlan: Sendable {
   public var json: JSONValue {
     .object(JSONObject([
       ("tool", .string(tool)), ("residency", .string(residency.rawValue)), ("batch_size", .number(String(batchSize))),
-      ("checkpoint_activations", .bool(checkpointActivations)),
+      ("recomputed_layers", .number(String(recomputedLayers))),
       ("total_bytes", .number(String(total))), ("budget_bytes", .number(String(budget))), ("budget_source", .string(budgetSource)),
       ("fits", .bool(fits)),
       ("items", .array(items.map { .object(JSONObject([("what", .string($0.what)), ("bytes", .number(String($0.bytes)))])) })),
@@ -176,8 +176,8 @@ public enum MemoryPlanner {
   }
 
   /// espalier finetune: adapters of `rank` on `targets` (short names), micro-batches of `batch` × `seqLen`.
-  /// Fastest first: resident with every layer's activations kept; streamed; then activations recomputed
-  /// in backward (one more forward per step), resident and streamed.
+  /// Fastest first: resident with every layer's activations kept; streamed; then resident and streamed
+  /// with as few layers as fit recomputed in backward (one more forward of those layers per step).
   public static func finetune(
     _ m: ModelFacts, method: AdapterMethod, rank: Int, targets: [String], batch: Int, seqLen: Int, initialization: AdapterInit,
     budget: Int, budgetSource: String
@@ -191,34 +191,43 @@ public enum MemoryPlanner {
     let denseTargets = c.layers * chosen.reduce(0) { $0 + $1.out * $1.inp } * 4
     let sketchBytes = c.layers * GradientInit.sketchBytes(chosen, rank: rank)
     var candidates: [MemoryPlan] = []
-    for (residency, checkpointed) in [(LlamaModel.Residency.resident, false), (.streamed, false), (.resident, true), (.streamed, true)] {
+    for (residency, recompute) in [(LlamaModel.Residency.resident, false), (.streamed, false), (.resident, true), (.streamed, true)] {
       var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
       items += m.weights(residency)
-      let acts = ActivationPlan(config: c, B: batch, T: seqLen, training: true, checkpointed: checkpointed)
-      items.append(.init(
-        what: checkpointed ? "activations for \(batch) × \(seqLen): every layer's input, one layer recomputed in backward"
-          : "activations of every layer for \(batch) × \(seqLen) (kept for backward)", bytes: acts.bytes(layers: c.layers)))
       items.append(.init(what: "adapters, gradients, AdamW moments and a checkpoint copy (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 7))
       switch method {
       case .lors, .spp: items.append(.init(what: "recomputed merged weight (largest projection, f32)", bytes: largest * 4))
       case .sqft: items.append(.init(what: "SQFT's merged weights and masks of every adapted projection", bytes: denseTargets / 4 * 5))
       case .lora: break
       }
-      let used = items.reduce(0) { $0 + $1.bytes }
       var initBudget = 0
       switch initialization {
       case .random: break
       case .gradient:
         items.append(.init(what: "gradient init: one-pass sketches of every target's gradient (no dense gradient)", bytes: sketchBytes))
       case .gradientExact:
-        // Dense gradients in groups: what is left, but at least the largest one.
-        initBudget = min(denseTargets, max(largest * 4, min(2_000_000_000, budget - used)))
+        // Dense gradients in groups: what is left after a full activation arena, but at least the largest one.
+        let full = ActivationPlan(config: c, B: batch, T: seqLen, training: true).bytes(layers: c.layers)
+        initBudget = min(denseTargets, max(largest * 4, min(2_000_000_000, budget - items.reduce(0) { $0 + $1.bytes } - full)))
         items.append(.init(what: "exact gradient init: dense gradients, \(max(1, (denseTargets + initBudget - 1) / max(1, initBudget))) pass(es)", bytes: initBudget + largest * 4))
       }
+      // Recompute as few layers as fit: the activations may use what the rest leaves.
+      let left = budget - items.reduce(0) { $0 + $1.bytes }
+      var recomputed = 0
+      if recompute {
+        recomputed = c.layers
+        while recomputed > 1 && ActivationPlan(config: c, B: batch, T: seqLen, training: true, recomputedLayers: recomputed - 1).bytes(layers: c.layers) <= left {
+          recomputed -= 1
+        }
+      }
+      let acts = ActivationPlan(config: c, B: batch, T: seqLen, training: true, recomputedLayers: recomputed)
+      items.insert(.init(
+        what: recomputed > 0 ? "activations for \(batch) × \(seqLen): \(recomputed) of \(c.layers) layers keep only their input and are recomputed in backward"
+          : "activations of every layer for \(batch) × \(seqLen) (kept for backward)", bytes: acts.bytes(layers: c.layers)), at: items.count - (initialization == .random ? 0 : 1))
       var plan = MemoryPlan(
         tool: "finetune", residency: residency, batchSize: batch, hiddenBudget: 0, sweepSequences: 0, initBudget: initBudget, items: items,
         budget: budget, budgetSource: budgetSource)
-      plan.checkpointActivations = checkpointed
+      plan.recomputedLayers = recomputed
       candidates.append(plan)
     }
     return candidates.first { $0.fits } ?? candidates.last!

@@ -93,7 +93,7 @@ struct FinetuneCommand: ParsableCommand {
         facts, method: method, rank: rank, targets: options.targets, batch: batchSize, seqLen: min(seqLen, facts.config.maxPositionEmbeddings),
         initialization: options.resolvedInit, budget: budget, budgetSource: source)
       guard try Planning.announce(plan, memory, json: reporting.json) else { return }
-      (options.residency, options.maxMemory, options.checkpointActivations) = (plan.residency, max(1, plan.initBudget), plan.checkpointActivations)
+      (options.residency, options.maxMemory, options.recomputedLayers) = (plan.residency, max(1, plan.initBudget), plan.recomputedLayers)
       let progress = Progress("init: gradients", total: 0)
       let result = try Finetune.run(modelPath: model, dataPath: data, output: output, options: options) { event in
         switch event {
