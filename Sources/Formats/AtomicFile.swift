@@ -29,26 +29,22 @@ public final class AtomicFile {
   deinit { if !finished { discard() } }
 
   public func write(_ bytes: UnsafeRawBufferPointer) throws(FormatError) {
-    var done = 0
-    while done < bytes.count {
-      let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-      if n < 0 {
-        if errno == EINTR { continue }
-        let reason = systemErrorText()
-        discard()
-        throw .io(file: path, reason: "write failed: \(reason)")
-      }
-      done += n
-    }
-    offset += done
+    try writeAll(bytes) { p, n, _ in Glibc.write(fd, p, n) }
+    offset += bytes.count
   }
 
   /// Writes `bytes` at `position` without moving the append offset (for writers that lay a file out
   /// first and fill it in any order).
   public func write(_ bytes: UnsafeRawBufferPointer, at position: Int) throws(FormatError) {
+    try writeAll(bytes) { p, n, done in pwrite(fd, p, n, off_t(position + done)) }
+  }
+
+  /// Calls `call(pointer, remaining, done)` until every byte is written, retrying on EINTR; a failure
+  /// discards the file.
+  private func writeAll(_ bytes: UnsafeRawBufferPointer, _ call: (UnsafeRawPointer, Int, Int) -> Int) throws(FormatError) {
     var done = 0
     while done < bytes.count {
-      let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(position + done))
+      let n = call(bytes.baseAddress! + done, bytes.count - done, done)
       if n < 0 {
         if errno == EINTR { continue }
         let reason = systemErrorText()

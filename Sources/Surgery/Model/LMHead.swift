@@ -100,13 +100,18 @@ extension LMHead {
     var runningSum = [Float](repeating: 0, count: N)
     var targetLogit = [Float](repeating: 0, count: N)
     let logits = scratch
-    // Pass 1: log Z and the target logit of every token.
-    for start in stride(from: 0, to: V, by: chunk) {
-      let rows = min(chunk, V - start)
-      try table.withRows(start..<(start + rows)) { w in
-        // logits (N, rows) = x (N, C) · W_chunkᵀ
-        Gemm.sgemm(logits, x, w, m: N, n: rows, k: C, transB: true)
+    /// For every vocabulary chunk: logits (N, rows) = x (N, C) · W_chunkᵀ, then `body(start, rows, W_chunk)`.
+    func forEachChunk(_ body: (Int, Int, UnsafePointer<Float>) -> Void) throws(FormatError) {
+      for start in stride(from: 0, to: V, by: chunk) {
+        let rows = min(chunk, V - start)
+        try table.withRows(start..<(start + rows)) { w in
+          Gemm.sgemm(logits, x, w, m: N, n: rows, k: C, transB: true)
+          body(start, rows, w)
+        }
       }
+    }
+    // Pass 1: log Z and the target logit of every token.
+    try forEachChunk { start, rows, _ in
       for n in 0..<N {
         let row = logits + n * rows
         if let targets, targets[n] >= Int32(start), targets[n] < Int32(start + rows) { targetLogit[n] = row[Int(targets[n]) - start] }
@@ -131,22 +136,18 @@ extension LMHead {
     }
     if let dx, count > 0 || gradientNormalizer != nil {
       // Pass 2: dx (N, C) += dlogits (N, rows) · W_chunk (rows, C), chunk by chunk.
-      for start in stride(from: 0, to: V, by: chunk) {
-        let rows = min(chunk, V - start)
-        try table.withRows(start..<(start + rows)) { w in
-          Gemm.sgemm(logits, x, w, m: N, n: rows, k: C, transB: true)
-          for n in 0..<N {
-            let row = logits + n * rows
-            guard let targets, targets[n] >= 0 else {
-              row.update(repeating: 0, count: rows)
-              continue
-            }
-            for j in 0..<rows { row[j] = expf(row[j] - logZ[n]) * inverseCount }
-            let t = Int(targets[n]) - start
-            if t >= 0 && t < rows { row[t] -= inverseCount }
+      try forEachChunk { start, rows, w in
+        for n in 0..<N {
+          let row = logits + n * rows
+          guard let targets, targets[n] >= 0 else {
+            row.update(repeating: 0, count: rows)
+            continue
           }
-          Gemm.sgemm(dx, logits, w, m: N, n: C, k: rows, beta: 1)
+          for j in 0..<rows { row[j] = expf(row[j] - logZ[n]) * inverseCount }
+          let t = Int(targets[n]) - start
+          if t >= 0 && t < rows { row[t] -= inverseCount }
         }
+        Gemm.sgemm(dx, logits, w, m: N, n: C, k: rows, beta: 1)
       }
     }
     return LMHeadResult(loss: count > 0 ? Float(total / Double(count)) : 0, count: count)
