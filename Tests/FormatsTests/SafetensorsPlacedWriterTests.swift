@@ -31,6 +31,27 @@ import Testing
     }
   }
 
+  /// Sliced puts (rows a few at a time, converted per slice) write the bytes of whole puts of the converted
+  /// tensors, and report every source byte exactly once, in order.
+  @Test(arguments: [DType?.none, .f32, .bf16])
+  func slicedPutsGiveTheWholePutsBytes(target: DType?) throws {
+    let tensors = try Self.tensors().filter { target == nil || $0.dtype.convertsToFloat32 }
+    let converted = try tensors.map { t in try target.map { try t.converted(to: $0) } ?? t }
+    let a = try TemporaryDirectory(), b = try TemporaryDirectory()
+    let names = try SafetensorsCheckpoint.write(converted.map(TensorSource.init), toDirectory: a.path, maxShardSize: 1_000)
+    let writer = try SafetensorsPlacedWriter(converted.map(\.info), directory: b.path, maxShardSize: 1_000)
+    for t in tensors {
+      var covered = 0
+      try writer.put(t, sliceBytes: 7) { range in
+        #expect(range.lowerBound == covered)
+        covered = range.upperBound
+      }
+      #expect(covered == t.byteCount, "\(t.name)")
+    }
+    #expect(try writer.commit() == names)
+    for name in names { #expect(try readBytes(a.file(name)) == readBytes(b.file(name)), "\(name)") }
+  }
+
   @Test func refusesMismatchesAndLeavesNothingWhenATensorIsMissing() throws {
     let tensors = try Self.tensors()
     let dir = try TemporaryDirectory()

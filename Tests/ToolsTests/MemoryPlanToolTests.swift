@@ -12,13 +12,16 @@ import Testing
     return dir
   }
 
-  /// Peak RSS (MB) and exit status of a tool run in a fresh process (espalier-bench rss).
-  static func measured(_ tool: String, _ args: [String]) throws -> (status: Int, megabytes: Double, line: String) {
+  /// Peak RSS (MB) and exit status of a tool run in a fresh process (espalier-bench rss), and the total
+  /// (MB) of the memory plan the tool printed on stderr before it started.
+  static func measured(_ tool: String, _ args: [String]) throws -> (status: Int, megabytes: Double, planned: Double, line: String) {
     let r = try Tools.run("espalier-bench", ["rss", Tools.binDirectory + "/" + tool] + args)
     let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
     let status = Int(line.split(separator: " ").firstIndex(of: "exit").map { line.split(separator: " ")[$0 + 1].dropLast() } ?? "") ?? -1
     let mb = Double(line.components(separatedBy: "peak RSS ").last?.split(separator: " ").first ?? "") ?? .infinity
-    return (status, mb, line)
+    let total = r.stderr.split(separator: "\n").first { $0.contains("total, of") }
+    let planned = total.flatMap { Double($0.split(separator: " ").first ?? "") } ?? 0
+    return (status, mb, planned, line + "\n" + (total.map(String.init) ?? "(no plan on stderr)"))
   }
 
   /// coreutils' sha256sum of a file.
@@ -77,8 +80,10 @@ import Testing
   static let docs = "/usr/share/doc/python3.11/html/_sources/library/functions.rst.txt"
 
   /// make demo's prune of SmolLM2: the same bytes as before the streaming engine, resident or streamed.
+  /// The streamed prune, eval and a LoRS step at the issue's 700 MB each peak below the plan they printed:
+  /// the plan is an upper bound, not a guess.
   @Test(.enabled(if: FileManager.default.fileExists(atPath: gguf) && FileManager.default.fileExists(atPath: docs)))
-  func smolLM2PruneIsPinnedAndStreamsToTheSameBytes() throws {
+  func smolLM2PruneIsPinnedAndStreamedRunsStayWithinTheirPlans() throws {
     let dir = try Self.temporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
     #expect(try Tools.run("espalier-convert", [Self.gguf, dir + "/f32", "--dtype", "f32"]).status == 0)
@@ -86,10 +91,16 @@ import Testing
     let resident = try Self.measured("espalier-prune", [dir + "/f32", dir + "/resident"] + args)
     let streamed = try Self.measured("espalier-prune", [dir + "/f32", dir + "/streamed", "--max-memory", "300MB"] + args)
     #expect(resident.status == 0 && streamed.status == 0, "\(resident.line)\n\(streamed.line)")
-    #expect(streamed.megabytes <= 300, "\(streamed.line)")
+    #expect(streamed.megabytes <= streamed.planned && streamed.planned <= 300, "\(streamed.line)")
     for run in ["resident", "streamed"] {
       #expect(try Self.sha256(dir + "/\(run)/model.safetensors") == "b58101e65aa37a2cbafa670bc37949d39730aa49072d71e5b37388ca95218a9c", "\(run)")
     }
+    let eval = try Self.measured("espalier-eval", [dir + "/streamed", "--text", Self.docs, "--seq-len", "256", "--limit", "8", "--max-memory", "300MB"])
+    #expect(eval.status == 0 && eval.megabytes <= eval.planned && eval.planned <= 300, "\(eval.line)")
+    let lors = try Self.measured("espalier-finetune", [
+      dir + "/streamed", "--data", Self.docs, "--output", dir + "/lors", "--steps", "1", "--batch-size", "4", "--grad-accum", "1",
+      "--seq-len", "256", "--init", "random", "--max-memory", "700MB"])
+    #expect(lors.status == 0 && lors.megabytes <= lors.planned && lors.planned <= 700, "\(lors.line)")
   }
 
   /// A random-weight checkpoint with Llama-3.2-1B's shapes (2.47 GB of BF16, vocabulary 128256), pruned
@@ -104,7 +115,7 @@ import Testing
     let prune = try Self.measured("espalier-prune", [
       dir + "/base", dir + "/pruned", "--method", "wanda", "--pattern", "2:4", "--calibration", prose, "--nsamples", "2",
       "--seq-len", "64", "--max-memory", "1.2GB"])
-    #expect(prune.status == 0 && prune.megabytes <= 1200, "\(prune.line)")
+    #expect(prune.status == 0 && prune.megabytes <= prune.planned && prune.planned <= 1200, "\(prune.line)")
     let inspect = try Tools.run("espalier-inspect", [dir + "/pruned", "--pattern", "2:4", "--json"])
     let tensors = try #require((try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])?["tensors"] as? [[String: Any]])
     #expect(tensors.filter { ($0["name"] as? String ?? "").hasSuffix("_proj.weight") }.count == 16 * 7)
@@ -112,12 +123,12 @@ import Testing
       #expect((t["pattern"] as? [String: Any])?["conforms"] as? Bool == true, "\(t["name"] ?? "")")
     }
     let eval = try Self.measured("espalier-eval", [dir + "/pruned", "--text", prose, "--seq-len", "64", "--limit", "2", "--max-memory", "1.2GB"])
-    #expect(eval.status == 0 && eval.megabytes <= 1200, "\(eval.line)")
+    #expect(eval.status == 0 && eval.megabytes <= eval.planned && eval.planned <= 1200, "\(eval.line)")
     // LoRS with the sketched gradient init, streamed and recomputing activations, within 1.5 GB.
     let lors = try Self.measured("espalier-finetune", [
       dir + "/pruned", "--data", prose, "--output", dir + "/lors", "--steps", "1", "--batch-size", "1", "--grad-accum", "1",
       "--seq-len", "64", "--init-samples", "1", "--max-memory", "1.5GB"])
-    #expect(lors.status == 0 && lors.megabytes <= 1500, "\(lors.line)")
+    #expect(lors.status == 0 && lors.megabytes <= lors.planned && lors.planned <= 1500, "\(lors.line)")
     #expect(FileManager.default.fileExists(atPath: dir + "/lors/adapter_model.safetensors"))
   }
 }

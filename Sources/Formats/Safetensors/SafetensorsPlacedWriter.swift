@@ -69,17 +69,61 @@ public final class SafetensorsPlacedWriter {
 
   /// Writes a tensor at its place; it must match the announced dtype and shape, once.
   public func put(_ tensor: Tensor) throws(FormatError) {
-    guard var slot = slots[tensor.name] else {
+    let slot = try unwritten(tensor, dtype: tensor.dtype)
+    let file = files[slot.shard]
+    try tensor.withUnsafeBytes { (b) throws(FormatError) in try file.write(b, at: slot.position) }
+    slots[tensor.name]!.written = true
+  }
+
+  /// Writes `tensor` at its place in slices of whole rows (dimension 0) of about `sliceBytes` each,
+  /// converted to the planned dtype, calling `sliceDone` with each slice's byte range in `tensor` once it
+  /// is written, so that a mapped source can drop those pages: a tensor larger than memory (an 8B
+  /// model's embedding) passes through one slice-sized buffer. Tensors whose rows are not whole bytes
+  /// in both dtypes go in one piece.
+  public func put(_ tensor: Tensor, sliceBytes: Int = 16 << 20, sliceDone: (Range<Int>) -> Void) throws(FormatError) {
+    let slot = try unwritten(tensor, dtype: nil)
+    let target = slot.info.dtype
+    let rows = tensor.shape.first ?? 1
+    let rowElements = tensor.shape.dropFirst().reduce(1, *)
+    guard tensor.shape.count >= 2, rows > 0, let sourceRow = tensor.dtype.byteCount(elements: rowElements),
+      let targetRow = target.byteCount(elements: rowElements), sourceRow > 0, targetRow > 0
+    else {
+      let whole = tensor.dtype == target ? tensor : try tensor.converted(to: target)
+      try whole.withUnsafeBytes { (b) throws(FormatError) in try files[slot.shard].write(b, at: slot.position) }
+      slots[tensor.name]!.written = true
+      sliceDone(0..<tensor.byteCount)
+      return
+    }
+    let step = max(1, sliceBytes / max(sourceRow, targetRow))
+    try tensor.withUnsafeBytes { (bytes) throws(FormatError) in
+      for first in stride(from: 0, to: rows, by: step) {
+        let count = min(step, rows - first)
+        let source = UnsafeRawBufferPointer(rebasing: bytes[(first * sourceRow)..<((first + count) * sourceRow)])
+        let position = slot.position + first * targetRow
+        if tensor.dtype == target {
+          try files[slot.shard].write(source, at: position)
+        } else {
+          let slice = try Tensor(
+            info: TensorInfo(name: tensor.name, dtype: tensor.dtype, shape: [count] + tensor.shape.dropFirst()), bytes: source, owner: nil)
+          try slice.converted(to: target).withUnsafeBytes { (b) throws(FormatError) in try files[slot.shard].write(b, at: position) }
+        }
+        sliceDone((first * sourceRow)..<((first + count) * sourceRow))
+      }
+    }
+    slots[tensor.name]!.written = true
+  }
+
+  /// The slot of a tensor about to be written: planned, not yet written, of the planned shape (and dtype,
+  /// unless the writer converts).
+  private func unwritten(_ tensor: Tensor, dtype: DType?) throws(FormatError) -> Slot {
+    guard let slot = slots[tensor.name] else {
       throw .io(file: directory, reason: "tensor `\(tensor.name)` is not in the planned layout")
     }
-    guard tensor.dtype == slot.info.dtype, tensor.shape == slot.info.shape else {
+    guard dtype.map({ $0 == slot.info.dtype }) ?? true, tensor.shape == slot.info.shape else {
       throw .tensorInvalidInfo(file: directory + "/" + names[slot.shard], tensor: tensor.name)
     }
     guard !slot.written else { throw .duplicateKey(file: directory + "/" + names[slot.shard], key: tensor.name) }
-    let file = files[slot.shard]
-    try tensor.withUnsafeBytes { (b) throws(FormatError) in try file.write(b, at: slot.position) }
-    slot.written = true
-    slots[tensor.name] = slot
+    return slot
   }
 
   /// Whether `name` has been written.

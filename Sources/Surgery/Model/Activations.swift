@@ -39,6 +39,9 @@ public struct ActivationPlan: Sendable, Equatable {
       + (training ? Self.gradientScratch(c, N: N) : 0)
   }
 
+  /// Floats of the logits scratch for N tokens: `headChunk` (at most 128) tokens' rows of the vocabulary.
+  static func headScratch(_ c: LlamaConfig, N: Int, headChunk: Int = 128) -> Int { min(headChunk, N) * c.vocabSize }
+
   static func gradientScratch(_ c: LlamaConfig, N: Int) -> Int {
     N * c.hiddenSize * 2 + N * (c.qDim * 2 + c.kvDim * 2) + N * c.intermediateSize * 3
   }

@@ -86,6 +86,12 @@ extension LMHead {
   /// log-sum-exp per token (running max and sum). With `dx` a second pass recomputes each chunk's logits
   /// and forms dlogits = (softmax − onehot) / count against the final log Z. `scratch` holds at least
   /// N × min(chunkRows, V) floats. Same results as `run` up to summation order.
+  /// Vocabulary rows per chunk of `runStored`: what the stored matrix widens at most, and what the
+  /// logits scratch holds for N tokens. The memory plan counts the same rows.
+  static func storedChunk(maxRows: Int, N: Int, scratchCount: Int, V: Int) -> Int {
+    max(1, min(maxRows, scratchCount / max(1, N), V))
+  }
+
   static func runStored(
     x: UnsafePointer<Float>, table: StoredMatrix, targets: UnsafePointer<Int32>?, N: Int, C: Int, V: Int,
     scratch: UnsafeMutablePointer<Float>, scratchCount: Int, tokenNLL: UnsafeMutablePointer<Float>?,
@@ -95,7 +101,7 @@ extension LMHead {
     if let targets { for n in 0..<N where targets[n] >= 0 { count += 1 } }
     let divisor = gradientNormalizer ?? count
     let inverseCount = divisor > 0 ? 1 / Float(divisor) : 0
-    let chunk = max(1, min(table.chunkRows, scratchCount / max(1, N), V))
+    let chunk = storedChunk(maxRows: table.chunkRows, N: N, scratchCount: scratchCount, V: V)
     var runningMax = [Float](repeating: -.infinity, count: N)
     var runningSum = [Float](repeating: 0, count: N)
     var targetLogit = [Float](repeating: 0, count: N)

@@ -63,7 +63,6 @@ public final class LlamaRunner {
     }
     forwardHadTargets = targets != nil && prepareBackward
 
-    let C = c.hiddenSize
     try tokens.withUnsafeBufferPointer { (t) throws(SurgeryError) in try model.embed(tokens: t.baseAddress!, N: N, into: acts.layers[0].xIn) }
     for l in 0..<c.layers {
       try model.prepare(block: l)

@@ -27,12 +27,17 @@ public final class StoredMatrix {
     rows = tensor.shape[0]
     cols = tensor.shape[1]
     rowBytes = cols * tensor.dtype.bits / 8
-    chunkRows = max(1, min(rows, (32 << 20) / max(1, cols * 4)))
+    chunkRows = Self.chunkRows(rows: rows, cols: cols)
   }
+
+  /// Rows widened at most per chunk: about 32 MB of f32.
+  static func chunkRows(rows: Int, cols: Int) -> Int { max(1, min(rows, (32 << 20) / max(1, cols * 4))) }
 
   deinit { scratch?.deallocate() }
 
-  /// out[n, :] = row tokens[n] (N rows of cols floats).
+  /// out[n, :] = row tokens[n] (N rows of cols floats). The table's mapped pages are dropped after: the
+  /// kernel maps pages around each faulted row (fault-around, 64 KB), so a few thousand scattered rows
+  /// would otherwise keep most of the table resident.
   func gather(tokens: UnsafePointer<Int32>, N: Int, into out: UnsafeMutablePointer<Float>) throws(FormatError) {
     let (dtype, rowBytes, cols) = (tensor.dtype, rowBytes, cols)
     try tensor.withUnsafeBytes { (bytes) throws(FormatError) in
@@ -40,6 +45,7 @@ public final class StoredMatrix {
         try Float32Conversion.widen(dtype, from: bytes.baseAddress! + Int(tokens[n]) * rowBytes, to: out + n * cols, count: cols)
       }
     }
+    reader.release(name)
   }
 
   /// Rows `range` widened into a scratch buffer of `chunkRows × cols` floats owned by the matrix, handed

@@ -92,27 +92,38 @@ public struct ModelFacts: Sendable {
     }
   }
   var largestProjection: Int { projections.map { $0.out * $0.inp }.max() ?? 0 }
-  /// Bytes of the weights held: every tensor in f32, or the streamed pieces (final norm, one block, the
-  /// head's widened chunk, and the largest stored tensor mapped while it is widened).
-  func weights(_ residency: LlamaModel.Residency) -> [MemoryPlan.Item] {
+  /// Bytes of the weights held: every tensor in f32, or the streamed pieces (final norm, one block, and
+  /// the largest stored tensor mapped while it is widened; with `headTokens`, the tokens per head pass,
+  /// the head's widened vocabulary chunk and its mapped stored rows). Pruning never runs the head.
+  func weights(_ residency: LlamaModel.Residency, headTokens: Int?) -> [MemoryPlan.Item] {
     let c = config
     switch residency {
     case .resident:
       return [.init(what: "weights, all \(parameters / 1_000_000)M parameters in f32", bytes: parameters * 4)]
     case .streamed:
-      let chunkRows = max(1, min(c.vocabSize, (32 << 20) / max(1, c.hiddenSize * 4)))
-      return [
+      let N = headTokens ?? 1
+      let chunkRows = LMHead.storedChunk(
+        maxRows: StoredMatrix.chunkRows(rows: c.vocabSize, cols: c.hiddenSize), N: N,
+        scratchCount: ActivationPlan.headScratch(c, N: N), V: c.vocabSize)
+      var items: [MemoryPlan.Item] = [
         .init(what: "one block's weights in f32 (streamed from the checkpoint, \(c.layers) blocks)", bytes: (blockFloats + c.hiddenSize) * 4),
-        .init(what: "LM head chunk in f32 (\(chunkRows) vocabulary rows; embedding and head stay stored)", bytes: chunkRows * c.hiddenSize * 4),
         .init(what: "stored tensor being widened (mapped pages, dropped after)", bytes: largestProjection * storedBytes),
       ]
+      if headTokens != nil {
+        items.insert(.init(
+          what: "LM head chunk: \(chunkRows) vocabulary rows in f32 and their mapped stored pages (embedding and head stay stored)",
+          bytes: chunkRows * c.hiddenSize * (4 + storedBytes)), at: 1)
+      }
+      return items
     }
   }
 }
 
 public enum MemoryPlanner {
-  /// Process, Swift runtime, BLAS buffers and allocator slack (measured: bench/RESULTS.md).
-  public static let runtime = 120_000_000
+  /// Process, Swift runtime, OpenBLAS's buffers, the tokenizer and allocator slack: what measured peaks
+  /// leave beyond the planned items (SmolLM2 streamed: finetune 42 MB, eval 56 MB, prune 77 MB; the whole
+  /// tiny-llama run peaks at 36 MB), rounded up. bench/RESULTS.md compares plans with peaks.
+  public static let runtime = 80_000_000
 
   /// espalier prune: `windows` calibration windows of `seqLen` tokens (0 for magnitude).
   public static func prune(
@@ -133,7 +144,7 @@ public enum MemoryPlanner {
       for b in Set([min(batch, max(1, windows)), 1]).sorted(by: >) {
         for spill in [false, true] {
           var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
-          items += m.weights(residency)
+          items += m.weights(residency, headTokens: nil)
           let hidden = calibrated ? windows * seqLen * c.hiddenSize * 4 : 0
           if calibrated {
             items.append(.init(what: "calibration hidden states (\(windows) × \(seqLen) × \(c.hiddenSize) f32)" + (spill ? ", in a temporary file" : ""), bytes: spill ? 0 : hidden))
@@ -162,7 +173,7 @@ public enum MemoryPlanner {
         // A streamed model reads every block once per sweep: sweep as many windows as fit in memory.
         for sweep in Set([max(b, min(windows, 64)), b]).sorted(by: >) {
           var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
-          items += m.weights(residency)
+          items += m.weights(residency, headTokens: b * seqLen)
           items.append(.init(what: "hidden states of a sweep (\(sweep) × \(seqLen) × \(c.hiddenSize) f32)", bytes: sweep * seqLen * c.hiddenSize * 4))
           let acts = ActivationPlan(config: c, B: b, T: seqLen, headChunk: min(128, b * seqLen), training: false)
           items.append(.init(what: "activations and block output for \(b) × \(seqLen)", bytes: acts.bytes(layers: c.layers) + b * seqLen * c.hiddenSize * 4))
@@ -193,7 +204,7 @@ public enum MemoryPlanner {
     var candidates: [MemoryPlan] = []
     for (residency, recompute) in [(LlamaModel.Residency.resident, false), (.streamed, false), (.resident, true), (.streamed, true)] {
       var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
-      items += m.weights(residency)
+      items += m.weights(residency, headTokens: batch * seqLen)
       items.append(.init(what: "adapters, gradients, AdamW moments and a checkpoint copy (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 7))
       switch method {
       case .lors, .spp: items.append(.init(what: "recomputed merged weight (largest projection, f32)", bytes: largest * 4))
