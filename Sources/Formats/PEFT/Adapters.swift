@@ -91,6 +91,11 @@ public enum PEFTAdapter {
 
   /// Writes the adapter directory complete or not at all: the weights, the config and `extra` files.
   public static func write(_ tensors: [Tensor], config: PEFTAdapterConfig, extra: [SideFile], to directory: String) throws(FormatError) {
+    try write(tensors.map(TensorSource.init), config: config, extra: extra, to: directory)
+  }
+
+  /// The same, each tensor loaded only when it is written.
+  public static func write(_ tensors: [TensorSource], config: PEFTAdapterConfig, extra: [SideFile], to directory: String) throws(FormatError) {
     try AtomicDirectory.build(directory) { (temporary) throws(FormatError) in
       try SafetensorsWriter.write(tensors, to: temporary + "/" + weightsName)
       try SideFile(name: configName, content: .text(JSONWriter.pretty(config.json) + "\n")).write(into: temporary)

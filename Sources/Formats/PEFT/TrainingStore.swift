@@ -44,8 +44,8 @@ public struct TrainingStore: Sendable {
     return steps.max().map { checkpoints + "/" + Self.stepName($0) }
   }
 
-  /// Writes checkpoints/step-N/ whole: the tensors and the state object.
-  public func saveCheckpoint(step: Int, tensors: [Tensor], state: JSONObject) throws(FormatError) {
+  /// Writes checkpoints/step-N/ whole: the tensors (each loaded when it is written) and the state object.
+  public func saveCheckpoint(step: Int, tensors: [TensorSource], state: JSONObject) throws(FormatError) {
     try AtomicDirectory.build(checkpoints + "/" + Self.stepName(step)) { (temporary) throws(FormatError) in
       try SafetensorsWriter.write(tensors, to: temporary + "/" + Self.tensorsName)
       try AtomicFile.write(JSONWriter.pretty(.object(state)) + "\n", to: temporary + "/" + Self.stateName)
@@ -79,7 +79,7 @@ public struct TrainingStore: Sendable {
 
   /// Writes the final PEFT adapter and espalier.json into OUT, replacing earlier ones together: built in
   /// a sibling directory, then moved in.
-  public func writeAdapter(_ tensors: [Tensor], config: PEFTAdapterConfig, record: JSONObject) throws(FormatError) {
+  public func writeAdapter(_ tensors: [TensorSource], config: PEFTAdapterConfig, record: JSONObject) throws(FormatError) {
     let staging = directory + "/.adapter"
     try PEFTAdapter.write(tensors, config: config, extra: [.json(EspalierAdapterRecord.fileName, record)], to: staging)
     defer { FileSystem.removeTree(staging) }

@@ -205,8 +205,7 @@ public enum Finetune {
         try store.appendLog(TrainingCheckpoint.logEntry(record, elapsed: Date().timeIntervalSince(started)))
         if (o.saveEvery > 0 && record.step % o.saveEvery == 0) || record.step == totalSteps {
           try store.saveCheckpoint(
-            step: record.step, tensors: try TrainingCheckpoint.tensors(trainer.state, layout: adapters.params.layout),
-            state: TrainingCheckpoint.stateObject(trainer.state, settings: settings))
+            step: record.step, tensors: TrainingCheckpoint.sources(trainer), state: TrainingCheckpoint.stateObject(trainer, settings: settings))
         }
       } catch { throw .format(error) }
       let secondsLeft = seconds / Double(record.step - firstStep) * Double(totalSteps - record.step)
@@ -214,7 +213,7 @@ public enum Finetune {
     }
     do {
       try store.writeAdapter(
-        try TrainingCheckpoint.peftTensors(adapters), config: peftConfig(adapters, settings: settings, baseModel: modelPath),
+        TrainingCheckpoint.peftSources(adapters), config: peftConfig(adapters, settings: settings, baseModel: modelPath),
         record: adapterRecord(settings, baseModel: modelPath, finalLoss: last?.loss))
     } catch { throw .format(error) }
     return FinetuneReport(settings: settings, steps: totalSteps, last: last, tokensPerSecond: Double(tokens) / max(seconds, 1e-9))

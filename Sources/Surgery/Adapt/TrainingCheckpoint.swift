@@ -8,20 +8,36 @@ import Formats
 enum TrainingCheckpoint {
   static let prefixes = ["", "adamw.m.", "adamw.v."]
 
-  static func tensors(_ state: TrainingState, layout: ParamLayout) throws(FormatError) -> [Tensor] {
-    var tensors: [Tensor] = []
-    for (prefix, values) in zip(prefixes, [state.params, state.m, state.v]) {
+  /// The trainer's adapters and moments as sources that copy one tensor from the live arenas when the
+  /// writer asks for it: saving holds one tensor, not three arena copies (the memory plan counts on it).
+  static func sources(_ trainer: Trainer) -> [TensorSource] {
+    let layout = trainer.adapters.params.layout
+    let params = UnsafeBufferPointer(start: UnsafePointer(trainer.adapters.params.base), count: layout.totalCount)
+    let (m, v) = (trainer.optimizer.m, trainer.optimizer.v)
+    var sources: [TensorSource] = []
+    for (k, prefix) in prefixes.enumerated() {
       for entry in layout.entries {
-        tensors.append(try Tensor(name: prefix + entry.name, shape: entry.shape, float32: Array(values[entry.offset..<(entry.offset + entry.count)])))
+        let info = TensorInfo(name: prefix + entry.name, dtype: .f32, shape: entry.shape)
+        let range = entry.offset..<(entry.offset + entry.count)
+        sources.append(TensorSource(info: info) {
+          func tensor(_ values: UnsafeBufferPointer<Float>) throws -> Tensor {
+            try Tensor(name: info.name, shape: info.shape, float32: UnsafeBufferPointer(rebasing: values[range]))
+          }
+          switch k {
+          case 0: return try withExtendedLifetime(trainer) { try tensor(params) }
+          case 1: return try m.withUnsafeBufferPointer(tensor)
+          default: return try v.withUnsafeBufferPointer(tensor)
+          }
+        })
       }
     }
-    return tensors
+    return sources
   }
 
-  static func stateObject(_ state: TrainingState, settings: FinetuneSettings) -> JSONObject {
+  static func stateObject(_ trainer: Trainer, settings: FinetuneSettings) -> JSONObject {
     JSONObject([
-      ("step", .number(String(state.step))), ("epoch", .number(String(state.cursor.epoch))),
-      ("index", .number(String(state.cursor.index))), ("adam_step", .number(String(state.adamStep))),
+      ("step", .number(String(trainer.step))), ("epoch", .number(String(trainer.cursor.epoch))),
+      ("index", .number(String(trainer.cursor.index))), ("adam_step", .number(String(trainer.optimizer.step))),
       ("data_order", .string("epoch e visits the windows in the Fisher-Yates permutation seeded by (seed, e)")),
       ("run", settings.json),
     ])
@@ -44,15 +60,16 @@ enum TrainingCheckpoint {
     return TrainingState(step: step, cursor: DataCursor(epoch: epoch, index: index), params: arrays[0], adamStep: adamStep, m: arrays[1], v: arrays[2])
   }
 
-  /// The adapters under PEFT's tensor names.
-  static func peftTensors(_ adapters: AdapterSet) throws(FormatError) -> [Tensor] {
-    var tensors: [Tensor] = []
-    for (peft, name) in adapters.peftNames {
+  /// The adapters under PEFT's tensor names, each copied from the arena when it is written.
+  static func peftSources(_ adapters: AdapterSet) -> [TensorSource] {
+    adapters.peftNames.map { (peft, name) in
       let entry = adapters.params.layout.entry(name)!
-      let values = Array(UnsafeBufferPointer(start: adapters.params.base + entry.offset, count: entry.count))
-      tensors.append(try Tensor(name: peft, shape: entry.shape, float32: values))
+      return TensorSource(info: TensorInfo(name: peft, dtype: .f32, shape: entry.shape)) {
+        try withExtendedLifetime(adapters) {
+          try Tensor(name: peft, shape: entry.shape, float32: UnsafeBufferPointer(start: adapters.params.base + entry.offset, count: entry.count))
+        }
+      }
     }
-    return tensors
   }
 
   /// One line of train_log.jsonl.

@@ -205,7 +205,8 @@ public enum MemoryPlanner {
     for (residency, recompute) in [(LlamaModel.Residency.resident, false), (.streamed, false), (.resident, true), (.streamed, true)] {
       var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
       items += m.weights(residency, headTokens: batch * seqLen)
-      items.append(.init(what: "adapters, gradients, AdamW moments and a checkpoint copy (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 7))
+      // Checkpoints and the final adapter are written a tensor at a time from these arenas.
+      items.append(.init(what: "adapters, gradients and AdamW moments (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 4))
       switch method {
       case .lors, .spp: items.append(.init(what: "recomputed merged weight (largest projection, f32)", bytes: largest * 4))
       case .sqft: items.append(.init(what: "SQFT's merged weights and masks of every adapted projection", bytes: denseTargets / 4 * 5))
