@@ -81,6 +81,9 @@ for round in 1 2; do
   bench/step-time.sh $bin/espalier-finetune "$out/w24" "$docs/tutorial" 6 --max-memory 700MB
 done
 echo "  (targets: 700MB run within 700 MB at <= 1.35x the resident step; resident step <= 1.05x before issue 14)"
+# The sketched gradient init against the exact one: held-out perplexity after 150 steps (about 40 minutes).
+bench/init-quality.sh "$out/w24"
+echo "  (target: the sketch's perplexity equal to the exact init's within run-to-run noise)"
 rm -rf "$out/w24"
 # The scale table: random-weight checkpoints with real shapes through the pipeline (bench/scale.sh).
 bench/scale.sh llama-3.2-1b 1.2GB 1.5GB
