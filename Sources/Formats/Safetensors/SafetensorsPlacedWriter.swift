@@ -88,9 +88,7 @@ public final class SafetensorsPlacedWriter {
     guard tensor.shape.count >= 2, rows > 0, let sourceRow = tensor.dtype.byteCount(elements: rowElements),
       let targetRow = target.byteCount(elements: rowElements), sourceRow > 0, targetRow > 0
     else {
-      let whole = tensor.dtype == target ? tensor : try tensor.converted(to: target)
-      try whole.withUnsafeBytes { (b) throws(FormatError) in try files[slot.shard].write(b, at: slot.position) }
-      slots[tensor.name]!.written = true
+      try put(tensor.dtype == target ? tensor : try tensor.converted(to: target))
       sliceDone(0..<tensor.byteCount)
       return
     }

@@ -124,6 +124,7 @@ public enum MemoryPlanner {
   /// leave beyond the planned items (SmolLM2 streamed: finetune 42 MB, eval 56 MB, prune 77 MB; the whole
   /// tiny-llama run peaks at 36 MB), rounded up. bench/RESULTS.md compares plans with peaks.
   public static let runtime = 80_000_000
+  static let runtimeItem = MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)
 
   /// espalier prune: `windows` calibration windows of `seqLen` tokens (0 for magnitude).
   public static func prune(
@@ -143,7 +144,7 @@ public enum MemoryPlanner {
     for residency in [LlamaModel.Residency.resident, .streamed] {
       for b in Set([min(batch, max(1, windows)), 1]).sorted(by: >) {
         for spill in [false, true] {
-          var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
+          var items = [runtimeItem]
           items += m.weights(residency, headTokens: nil)
           let hidden = calibrated ? windows * seqLen * c.hiddenSize * 4 : 0
           if calibrated {
@@ -172,7 +173,7 @@ public enum MemoryPlanner {
       for b in Set([batch, 1]).sorted(by: >) {
         // A streamed model reads every block once per sweep: sweep as many windows as fit in memory.
         for sweep in Set([max(b, min(windows, 64)), b]).sorted(by: >) {
-          var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
+          var items = [runtimeItem]
           items += m.weights(residency, headTokens: b * seqLen)
           items.append(.init(what: "hidden states of a sweep (\(sweep) × \(seqLen) × \(c.hiddenSize) f32)", bytes: sweep * seqLen * c.hiddenSize * 4))
           let acts = ActivationPlan(config: c, B: b, T: seqLen, headChunk: min(128, b * seqLen), training: false)
@@ -203,7 +204,7 @@ public enum MemoryPlanner {
     let sketchBytes = c.layers * GradientInit.sketchBytes(chosen, rank: rank)
     var candidates: [MemoryPlan] = []
     for (residency, recompute) in [(LlamaModel.Residency.resident, false), (.streamed, false), (.resident, true), (.streamed, true)] {
-      var items = [MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)]
+      var items = [runtimeItem]
       items += m.weights(residency, headTokens: batch * seqLen)
       // Checkpoints and the final adapter are written a tensor at a time from these arenas.
       items.append(.init(what: "adapters, gradients and AdamW moments (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 4))
