@@ -1,7 +1,7 @@
 // Merging adapters into their base, tensor by tensor (espalier merge). Every method in PEFT's tensor
 // names (lora_A: input side, lora_B: output side; see AdapterSet.peftNames):
 //   lors   W' = (W + s·lora_B·lora_A) ⊙ M          M = (W ≠ 0)
-//   sqft   W' = W + (s·lora_B·lora_A) ⊙ M           (the same values)
+//   sqft   W' = W + (s·lora_B·lora_A) ⊙ M           (the same values; losa too, its rank per block)
 //   lora   W' = W + s·lora_B·lora_A                 dense: only with allowDensify
 //   spp    W' = W ⊙ (1 + s·expand(lora_A)·lora_B)   lora_A (16, in), lora_B (out, 1)
 // in f32, then cast to the base's storage dtype. A kept weight (W ≠ 0) must never become zero, neither
@@ -22,7 +22,7 @@ public enum Merge {
           merged.withUnsafeMutableBufferPointer { m in
             let (w, a, b, m) = (w.baseAddress!, a.baseAddress!, b.baseAddress!, m.baseAddress!)
             switch method {
-            case .lors, .sqft:
+            case .lors, .sqft, .losa:
               // PEFT's lora_B (out, r) is LoRS' A, its lora_A (r, in) LoRS' B; sqft's values are the same.
               LoRSLinear.merge(into: m, weight: w, a: b, b: a, out: out, in: inp, rank: rank, scale: scale)
             case .lora:

@@ -161,17 +161,52 @@ import Testing
     for entry in adapter.entries { #expect(try adapter.tensor(entry).float32().allSatisfy(\.isFinite), "\(entry.info.name)") }
   }
 
+  @Test func losaPrunesTunesAndMergesUnderItsMask() throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    // From the dense tiny model to 50%: the base and the adapter merge, and verify passes against the base.
+    let r = try Self.train(Tools.fixtures + "/tiny-llama", dir + "/out", [
+      "--method", "losa", "--sparsity", "0.5", "--rank", "16", "--steps", "10", "--calibration-samples", "6", "--similarity-samples", "3", "--json"])
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(r.stderr.contains("LoSA re-prune") && r.stderr.contains("losa 5/5: sparsity 0.5000"))
+    let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+    let rounds = try #require(report["losa"] as? [[String: Any]])
+    #expect(report["method"] as? String == "losa" && rounds.count == 5)
+    #expect(rounds.map { $0["mean_rank"] as? Int } == [6, 7, 8, 9, 10] && rounds.last?["sparsity"] as? Double == 0.5)
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/out").sorted()
+    #expect(files == ["adapter_config.json", "adapter_model.safetensors", "base", "checkpoints", "espalier.json", "losa.json", "train_log.jsonl"])
+    // Per-layer ranks: PEFT's rank_pattern, with alpha_pattern keeping s = alpha / r fixed.
+    let config = try Self.json(dir + "/out/adapter_config.json")
+    let ranks = try #require(config["rank_pattern"] as? [String: Int]), alphas = try #require(config["alpha_pattern"] as? [String: Double])
+    let last = try #require(rounds.last?["ranks"] as? [Int])
+    #expect(ranks["model.layers.1.mlp.down_proj"] == last[1] && alphas["model.layers.1.mlp.down_proj"] == Double(last[1]))
+    let adapter = try SafetensorsFile(path: dir + "/out/adapter_model.safetensors")
+    #expect(try adapter.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").shape == [last[0], 64])
+    let merge = try Tools.run("espalier", ["merge", dir + "/out/base", dir + "/out", dir + "/merged"])
+    #expect(merge.status == 0, "\(merge.stderr)")
+    let verify = try Tools.run("espalier", ["verify", dir + "/merged", "--base", dir + "/out/base", "--sparsity", "0.5", "--json"])
+    #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    // The merged model differs from the base (the adapter did something) but not in its zeros.
+    let merged = try SafetensorsFile(path: dir + "/merged/model.safetensors"), base = try SafetensorsFile(path: dir + "/out/base/model.safetensors")
+    let name = "model.layers.1.mlp.down_proj.weight"
+    let (wm, wb) = (try merged.tensor(name).float32(), try base.tensor(name).float32())
+    #expect(zip(wm, wb).allSatisfy { ($0 == 0) == ($1 == 0) } && zip(wm, wb).contains { $0 != $1 })
+  }
+
   @Test func usageErrorsAndHelp() throws {
     let model = Tools.fixtures + "/tiny-llama", data = Tools.fixtures + "/tokenizer/prose.txt"
     for extra in [["--method", "dora"], ["--targets", "q_proj,x_proj"], ["--method", "spp", "--init", "gradient"], ["--lr", "0"],
-      ["--scale-rule", "sqrt"], ["--resume"], ["--dropout", "0.1"], ["--method", "lora", "--dropout", "1"]] {
+      ["--scale-rule", "sqrt"], ["--resume"], ["--dropout", "0.1"], ["--method", "lora", "--dropout", "1"],
+      ["--method", "losa"], ["--sparsity", "0.5"], ["--method", "losa", "--sparsity", "1.5"], ["--method", "losa", "--sparsity", "0.5", "--rank", "8"],
+      ["--method", "losa", "--sparsity", "0.5", "--pruner", "magnitude"], ["--method", "losa", "--sparsity", "0.5", "--init", "gradient"]] {
       let r = try Tools.run("espalier-finetune", [model, "--data", data, "--output", "/tmp/espalier-never-\(UUID().uuidString)"] + extra)
       #expect(r.status == 64, "\(extra): \(r.stderr)")
     }
     let help = try Tools.run("espalier-finetune", ["--help"])
     for flag in ["--method", "--rank", "--alpha", "--lr", "--batch-size", "--grad-accum", "--seq-len", "--steps", "--epochs", "--warmup",
       "--seed", "--save-every", "--resume", "--init", "--targets", "--scale-rule", "--gradient",
-      "(values: lors, lora, sqft, spp; default: lors)", "(values: gradient, gradient-exact, random)", "(default: 16)"] {
+      "(values: lors, lora, sqft, spp, losa; default: lors)", "--sparsity", "--iterations", "--pruner", "--calibration-samples",
+      "--similarity-samples", "--final-share", "(values: gradient, gradient-exact, random)", "(default: 16)"] {
       #expect(help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains(flag), "\(flag)")
     }
   }

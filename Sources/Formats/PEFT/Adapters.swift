@@ -12,6 +12,10 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
   public var baseModel: String
   public var peftType = "LORA"
   public var taskType = "CAUSAL_LM"
+  /// Per-module ranks and alphas that differ from `rank` and `alpha` (PEFT's rank_pattern / alpha_pattern,
+  /// keyed by module name; PEFT scales a module by its alpha / its rank).
+  public var rankPattern: [String: Int] = [:]
+  public var alphaPattern: [String: Double] = [:]
 
   public init(rank: Int, alpha: Double, targetModules: [String], dropout: Double = 0, useRSLoRA: Bool, baseModel: String) {
     self.rank = rank
@@ -26,7 +30,7 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
   /// defaults when absent).
   public var json: JSONValue {
     .object(JSONObject([
-      ("alpha_pattern", .object(JSONObject())),
+      ("alpha_pattern", .object(JSONObject(alphaPattern.sorted { $0.key < $1.key }.map { ($0.key, .number(Self.number($0.value))) }))),
       ("auto_mapping", .null),
       ("base_model_name_or_path", .string(baseModel)),
       ("bias", .string("none")),
@@ -40,7 +44,7 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
       ("modules_to_save", .null),
       ("peft_type", .string(peftType)),
       ("r", .number(String(rank))),
-      ("rank_pattern", .object(JSONObject())),
+      ("rank_pattern", .object(JSONObject(rankPattern.sorted { $0.key < $1.key }.map { ($0.key, .number(String($0.value))) }))),
       ("revision", .null),
       ("target_modules", .array(targetModules.map { .string($0) })),
       ("task_type", .string(taskType)),

@@ -3,6 +3,8 @@
 //                             trainer_state.json (step, data position, optimizer step and the run's settings)
 //   train_log.jsonl           one JSON object per step
 //   adapter_model.safetensors + adapter_config.json (PEFT format) + espalier.json, at the end
+//   base/                     LoSA only: the pruned base the adapter belongs to (an ordinary checkpoint),
+//                             built in .losa-work/ iteration by iteration, and losa.json, its record
 // Every file and checkpoint directory is written under a temporary name and renamed; the three adapter
 // files replace earlier ones together. What the tensors and settings mean is Surgery's (Adapt/Finetune).
 
@@ -16,6 +18,10 @@ public struct TrainingStore: Sendable {
 
   public var checkpoints: String { directory + "/checkpoints" }
   public var logPath: String { directory + "/train_log.jsonl" }
+  /// LoSA's final pruned base, its per-iteration checkpoints while it runs, and its record.
+  public var losaBase: String { directory + "/base" }
+  public var losaWork: String { directory + "/.losa-work" }
+  public var losaRecord: String { directory + "/losa.json" }
   static let stateName = "trainer_state.json"
   static let tensorsName = "adapter_state.safetensors"
 
@@ -23,7 +29,7 @@ public struct TrainingStore: Sendable {
   /// left there (checkpoints, log, adapter), and nothing else.
   public func create(replacing: Bool) throws(FormatError) {
     if replacing {
-      for name in ["checkpoints", "train_log.jsonl", PEFTAdapter.configName, PEFTAdapter.weightsName, EspalierAdapterRecord.fileName] {
+      for name in ["checkpoints", "train_log.jsonl", PEFTAdapter.configName, PEFTAdapter.weightsName, EspalierAdapterRecord.fileName, "base", ".losa-work", "losa.json"] {
         FileSystem.removeTree(directory + "/" + name)
       }
     }

@@ -4,7 +4,7 @@
 //
 // Tensor names inside the arena are "<projection prefix>.lora_A" / ".lora_B" in each method's own
 // convention; the shapes differ:
-//   lors        lora_A (out, r)   lora_B (r, in)    ΔW = s·A·B            (LoRS names: swapped against PEFT)
+//   lors, losa  lora_A (out, r)   lora_B (r, in)    ΔW = s·A·B            (LoRS names: swapped against PEFT)
 //   lora, sqft  lora_A (r, in)    lora_B (out, r)   ΔW = s·B·A            (PEFT names)
 //   spp         lora_A (16, in)   lora_B (out, 1)   ΔW = s·W ⊙ expand(A)·b
 // `peftNames` is the one place that maps them to PEFT's adapter_model.safetensors names.
@@ -20,6 +20,9 @@ public enum AdapterMethod: String, Sendable, CaseIterable {
   case sqft
   /// SPP's row-block × column scaling of W.
   case spp
+  /// LoSA: pruning and tuning together, per-layer sparsity and rank (LoSA.swift); its adapter is the masked
+  /// low-rank delta of LoRS' layer, with a rank per block.
+  case losa
 
   /// Whether merging keeps the base's zeros.
   public var preservesSparsity: Bool { self != .lora }
@@ -46,7 +49,10 @@ public enum ProjectionNames {
 
 public final class AdapterSet {
   public let method: AdapterMethod
+  /// The rank of every adapter, or with `layerRanks` the largest a block may have (LoSA's r_max).
   public let rank: Int
+  /// LoSA: the rank of each block's adapters (nil: `rank` everywhere).
+  public let layerRanks: [Int]?
   public let scale: Float
   public let params: ParamArena
   public let grads: ParamArena
@@ -58,10 +64,17 @@ public final class AdapterSet {
   /// The layers `attach` made, in prefix order.
   public private(set) var layers: [LinearLayer] = []
 
-  /// Adapters on the projections whose short name (q_proj, …, down_proj) is in `targets`, zero-initialised.
-  public init(model: LlamaModel, method: AdapterMethod, rank: Int, scale: Float, targets: [String] = ProjectionNames.all) throws(SurgeryError) {
+  /// Adapters on the projections whose short name (q_proj, …, down_proj) is in `targets`, zero-initialised;
+  /// block l's of rank `layerRanks[l]` when given.
+  public init(
+    model: LlamaModel, method: AdapterMethod, rank: Int, scale: Float, targets: [String] = ProjectionNames.all, layerRanks: [Int]? = nil
+  ) throws(SurgeryError) {
+    if let layerRanks, layerRanks.count != model.config.layers || layerRanks.contains(where: { $0 < 1 }) {
+      throw .invalidRequest("\(layerRanks.count) layer ranks for \(model.config.layers) layers (each must be >= 1)")
+    }
     self.method = method
     self.rank = rank
+    self.layerRanks = layerRanks
     self.scale = scale
     var tensors: [(String, [Int])] = []
     var prefixes: [String] = []
@@ -74,7 +87,7 @@ public final class AdapterSet {
           throw .shapeMismatch(name: prefix + ".weight", expected: [out / 16 * 16 + 16, inp], got: shape)
         }
         prefixes.append(prefix)
-        for (name, shape) in Self.shapes(method, out: out, inp: inp, rank: rank) { tensors.append((prefix + name, shape)) }
+        for (name, shape) in Self.shapes(method, out: out, inp: inp, rank: layerRanks?[l] ?? rank) { tensors.append((prefix + name, shape)) }
       }
     }
     self.prefixes = prefixes
@@ -85,15 +98,21 @@ public final class AdapterSet {
 
   static func shapes(_ method: AdapterMethod, out: Int, inp: Int, rank: Int) -> [(String, [Int])] {
     switch method {
-    case .lors: return [(".lora_A", [out, rank]), (".lora_B", [rank, inp])]
+    case .lors, .losa: return [(".lora_A", [out, rank]), (".lora_B", [rank, inp])]
     case .lora, .sqft: return [(".lora_A", [rank, inp]), (".lora_B", [out, rank])]
     case .spp: return [(".lora_A", [SPPLinear.rowBlocks, inp]), (".lora_B", [out, 1])]
     }
   }
 
+  /// The rank of one adapted projection.
+  public func rank(of prefix: String) -> Int { layerRanks.map { $0[Self.position(of: prefix).0] } ?? rank }
+
+  /// Whether the factors are in LoRS' naming (A (out, r), B (r, in)).
+  var lorsNaming: Bool { method == .lors || method == .losa }
+
   /// The factor that multiplies the input (initialised randomly) and the one that starts at zero.
-  var inputSideName: String { method == .lors ? ".lora_B" : ".lora_A" }
-  var zeroSideName: String { method == .lors ? ".lora_A" : ".lora_B" }
+  var inputSideName: String { lorsNaming ? ".lora_B" : ".lora_A" }
+  var zeroSideName: String { lorsNaming ? ".lora_A" : ".lora_B" }
 
   /// PEFT's usual initialisation: the input-side factor kaiming-uniform (a = √5, i.e. U(±1/√in)), the
   /// other zero, so ΔW = 0 at step 0. Seeded.
@@ -121,9 +140,9 @@ public final class AdapterSet {
       let (gA, gB) = (grads.pointer(prefix + ".lora_A")!, grads.pointer(prefix + ".lora_B")!)
       let (out, inp) = (shape[0], shape[1])
       let factors = LowRankFactors(
-        weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank, scale: scale, a: a, b: b, gradA: gA, gradB: gB)
+        weight: weight, bias: bias, inFeatures: inp, outFeatures: out, rank: rank(of: prefix), scale: scale, a: a, b: b, gradA: gA, gradB: gB)
       switch method {
-      case .lors:
+      case .lors, .losa:
         model.linears[l][p] = LoRSLinear(factors, gradient: gradient, workspace: workspace)
       case .lora:
         let layer = LoRALinear(factors)
@@ -167,7 +186,7 @@ public final class AdapterSet {
     }
     return Merge.mergedWeight(
       method: method, weight: weight, out: shape[0], inp: shape[1], a: peft(".lora_A.weight"), b: peft(".lora_B.weight"),
-      rank: rank, scale: scale)
+      rank: rank(of: prefix), scale: scale)
   }
 
   /// (PEFT name, arena name) for every tensor: PEFT's adapter_model.safetensors calls the input-side factor
@@ -178,7 +197,7 @@ public final class AdapterSet {
     prefixes.flatMap { prefix -> [(peft: String, name: String)] in
       let peft = "base_model.model." + prefix
       switch method {
-      case .lors: return [(peft + ".lora_A.weight", prefix + ".lora_B"), (peft + ".lora_B.weight", prefix + ".lora_A")]
+      case .lors, .losa: return [(peft + ".lora_A.weight", prefix + ".lora_B"), (peft + ".lora_B.weight", prefix + ".lora_A")]
       case .lora, .sqft, .spp: return [(peft + ".lora_A.weight", prefix + ".lora_A"), (peft + ".lora_B.weight", prefix + ".lora_B")]
       }
     }

@@ -68,6 +68,8 @@ public struct FinetuneOptions: Sendable {
     try require(batchSize >= 1 && gradAccum >= 1 && seqLen >= 2 && initSamples >= 1 && saveEvery >= 0 && epochs > 0 && (steps ?? 1) >= 1,
       "--batch-size, --grad-accum, --init-samples, --steps must be >= 1, --seq-len >= 2, --save-every >= 0, --epochs > 0")
     try require(!(resume && overwrite), "--resume and --overwrite exclude each other")
+    try require(method != .losa || (resolvedInit == .random && resolvedScaleRule == .lora),
+      "--method losa starts every iteration's adapters at B = 0 (--init random) with s = alpha/r (--scale-rule lora)")
   }
 
   public var resolvedScaleRule: ScaleRule { scaleRule ?? (method == .lors ? .rslora : .lora) }
@@ -89,6 +91,8 @@ public struct FinetuneReport: Sendable {
   public var steps: Int
   public var last: StepRecord?
   public var tokensPerSecond: Double
+  /// LoSA: what each iteration decided and measured.
+  public var losa: [LoSAIteration] = []
 }
 
 /// The settings a checkpoint must share with the run that resumes it (trainer_state.json's "run").
@@ -139,20 +143,11 @@ public enum Finetune {
   public static func run(
     modelPath: String, dataPath: String, output: String, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
   ) throws(SurgeryError) -> FinetuneReport {
+    if o.method == .losa { throw .invalidRequest("--method losa runs through LoSA.run (it needs --sparsity)") }
     let started = Date()
     let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen, residency: o.residency)
     let T = min(o.seqLen, llama.config.maxPositionEmbeddings)
-    let tokenizer: Tokenizer, records: [TrainingRecord]
-    do {
-      tokenizer = try Tokenizer.forCheckpoint(modelPath)
-      records = try Corpus.records(dataPath)
-    } catch { throw .format(error) }
-    let eos = Int32(llama.config.eosTokenIDs.first ?? tokenizer.id(of: "<|endoftext|>").map(Int.init) ?? 0)
-    let data = TrainingData(records: records, tokenizer: tokenizer, length: T, eos: eos)
-    guard !data.windows.isEmpty else { throw .noTrainingData(path: dataPath, windowLength: T) }
-    if data.skipped > 0 { events(.warning("\(data.skipped) examples skipped: their prompt alone fills \(T) tokens")) }
-    let totalSteps = o.steps ?? max(1, Int((o.epochs * Double(data.windows.count) / Double(o.batchSize * o.gradAccum)).rounded(.up)))
-    events(.info("data: \(records.count) records -> \(data.windows.count) windows of \(T) tokens, \(data.targetTokens) target tokens; \(totalSteps) steps"))
+    let (_, data, totalSteps) = try trainingData(modelPath: modelPath, dataPath: dataPath, config: llama.config, T: T, options: o, events: events)
 
     let rule = o.resolvedScaleRule
     let adapters = try AdapterSet(model: llama, method: o.method, rank: o.rank, scale: rule.scale(alpha: o.alpha, rank: o.rank), targets: o.targets)
@@ -193,30 +188,65 @@ public enum Finetune {
       "\(o.method.rawValue): \(adapters.prefixes.count) projections, \(adapters.params.layout.totalCount) trainable parameters, "
         + "scale \(adapters.scale) (\(rule.rawValue)); activations \(trainer.runner.activationBytes / 1_000_000) MB"))
 
-    var last: StepRecord?
-    var seconds = 0.0, tokens = 0
-    let firstStep = trainer.step
-    while trainer.step < totalSteps {
-      let record = try trainer.trainStep()
-      last = record
-      seconds += record.seconds
-      tokens += record.tokens
-      do {
-        try store.appendLog(TrainingCheckpoint.logEntry(record, elapsed: Date().timeIntervalSince(started)))
-        if (o.saveEvery > 0 && record.step % o.saveEvery == 0) || record.step == totalSteps {
-          try store.saveCheckpoint(
-            step: record.step, tensors: TrainingCheckpoint.sources(trainer), state: TrainingCheckpoint.stateObject(trainer, settings: settings))
-        }
-      } catch { throw .format(error) }
-      let secondsLeft = seconds / Double(record.step - firstStep) * Double(totalSteps - record.step)
-      events(.step(record, totalSteps: totalSteps, tokensPerSecond: Double(tokens) / max(seconds, 1e-9), secondsLeft: secondsLeft))
+    let run = try train(trainer, steps: totalSteps, store: store, started: started, events: events) { (record) throws(FormatError) in
+      if (o.saveEvery > 0 && record.step % o.saveEvery == 0) || record.step == totalSteps {
+        try store.saveCheckpoint(
+          step: record.step, tensors: TrainingCheckpoint.sources(trainer), state: TrainingCheckpoint.stateObject(trainer, settings: settings))
+      }
     }
+    let (last, seconds, tokens) = (run.last, run.seconds, run.tokens)
     do {
       try store.writeAdapter(
         TrainingCheckpoint.peftSources(adapters), config: peftConfig(adapters, settings: settings, baseModel: modelPath),
         record: adapterRecord(settings, baseModel: modelPath, finalLoss: last?.loss))
     } catch { throw .format(error) }
     return FinetuneReport(settings: settings, steps: totalSteps, last: last, tokensPerSecond: Double(tokens) / max(seconds, 1e-9))
+  }
+
+  /// The tokenizer, the training windows of `dataPath` and the number of optimizer steps (--steps, or
+  /// from --epochs).
+  static func trainingData(
+    modelPath: String, dataPath: String, config: LlamaConfig, T: Int, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
+  ) throws(SurgeryError) -> (Tokenizer, TrainingData, steps: Int) {
+    let tokenizer: Tokenizer, records: [TrainingRecord]
+    do {
+      tokenizer = try Tokenizer.forCheckpoint(modelPath)
+      records = try Corpus.records(dataPath)
+    } catch { throw .format(error) }
+    let eos = Int32(config.eosTokenIDs.first ?? tokenizer.id(of: "<|endoftext|>").map(Int.init) ?? 0)
+    let data = TrainingData(records: records, tokenizer: tokenizer, length: T, eos: eos)
+    guard !data.windows.isEmpty else { throw .noTrainingData(path: dataPath, windowLength: T) }
+    if data.skipped > 0 { events(.warning("\(data.skipped) examples skipped: their prompt alone fills \(T) tokens")) }
+    let totalSteps = o.steps ?? max(1, Int((o.epochs * Double(data.windows.count) / Double(o.batchSize * o.gradAccum)).rounded(.up)))
+    events(.info("data: \(records.count) records -> \(data.windows.count) windows of \(T) tokens, \(data.targetTokens) target tokens; \(totalSteps) steps"))
+    return (tokenizer, data, totalSteps)
+  }
+
+  /// Steps `trainer` until its step count reaches `steps`: a log line and `after(record)` (checkpoints)
+  /// per step, and a step event whose step counts from `offset` out of `reportedTotal` (LoSA's iterations
+  /// report one run).
+  static func train(
+    _ trainer: Trainer, steps: Int, store: TrainingStore, started: Date, offset: Int = 0, reportedTotal: Int? = nil,
+    events: (FinetuneEvent) -> Void, after: (StepRecord) throws(FormatError) -> Void = { _ in }
+  ) throws(SurgeryError) -> (last: StepRecord?, seconds: Double, tokens: Int) {
+    var last: StepRecord?
+    var seconds = 0.0, tokens = 0
+    let firstStep = trainer.step
+    while trainer.step < steps {
+      let local = try trainer.trainStep()
+      var record = local
+      record.step += offset
+      do {
+        try store.appendLog(TrainingCheckpoint.logEntry(record, elapsed: Date().timeIntervalSince(started)))
+        try after(local)
+      } catch { throw .format(error) }
+      last = record
+      seconds += record.seconds
+      tokens += record.tokens
+      let secondsLeft = seconds / Double(trainer.step - firstStep) * Double(steps - trainer.step)
+      events(.step(record, totalSteps: reportedTotal ?? steps, tokensPerSecond: Double(tokens) / max(seconds, 1e-9), secondsLeft: secondsLeft))
+    }
+    return (last, seconds, tokens)
   }
 
   /// LoRS' gradient-SVD init over the first `initSamples` windows of the training order, or the seeded
@@ -281,6 +311,7 @@ public enum Finetune {
     switch method {
     case .lors: return "W' = (W + s * lora_B @ lora_A) * (W != 0)   (PEFT names; LoRS' A (out, r) is lora_B, its B (r, in) is lora_A)"
     case .sqft: return "W' = W + (s * lora_B @ lora_A) * (W != 0)"
+    case .losa: return "W' = W + (s * lora_B @ lora_A) * (W != 0)   (rank per block: rank_pattern; W is base/, the final pruned base)"
     case .lora: return "W' = W + s * lora_B @ lora_A   (dense: fills the zeros)"
     case .spp: return "W' = W * (1 + s * repeat_interleave(lora_A, out/16, dim=0) * lora_B)   (lora_A (16, in), lora_B (out, 1))"
     }
@@ -288,7 +319,7 @@ public enum Finetune {
 
   static func peftNaming(_ method: AdapterMethod) -> String {
     switch method {
-    case .lors: return "lora_A.weight = LoRS B (r, in); lora_B.weight = LoRS A (out, r)"
+    case .lors, .losa: return "lora_A.weight = LoRS B (r, in); lora_B.weight = LoRS A (out, r)"
     case .lora, .sqft: return "PEFT's own: lora_A.weight (r, in), lora_B.weight (out, r)"
     case .spp: return "lora_A.weight = SPP A (16, in); lora_B.weight = SPP b (out, 1); not loadable by PEFT"
     }

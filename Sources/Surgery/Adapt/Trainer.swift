@@ -66,7 +66,10 @@ public final class Trainer {
   public private(set) var step = 0
   public private(set) var cursor = DataCursor()
 
-  public init(model: LlamaModel, adapters: AdapterSet, data: TrainingData, T: Int, options: TrainingOptions) throws(SurgeryError) {
+  /// A trainer that draws windows from `cursor` on (LoSA's iterations continue one data order).
+  public init(
+    model: LlamaModel, adapters: AdapterSet, data: TrainingData, T: Int, options: TrainingOptions, cursor: DataCursor = DataCursor()
+  ) throws(SurgeryError) {
     guard !data.windows.isEmpty else { throw .noTrainingData(path: "the training data", windowLength: T) }
     guard data.windows.allSatisfy({ $0.inputs.count == T }) else { throw .windowLength(expected: T) }
     self.model = model
@@ -76,6 +79,7 @@ public final class Trainer {
     runner = LlamaRunner(model: model, B: options.batchSize, T: T, recomputedLayers: options.recomputedLayers)
     optimizer = AdamW(count: adapters.params.layout.totalCount, weightDecay: Float(options.weightDecay))
     order = WindowOrder(count: data.windows.count, seed: options.seed)
+    self.cursor = cursor
     adapters.attach(to: model, gradient: options.gradient)
   }
 

@@ -132,14 +132,7 @@ public enum MemoryPlanner {
   ) -> MemoryPlan {
     let c = m.config
     let calibrated = method != .magnitude && windows > 0
-    let statistics: Int = {
-      switch method {
-      case .magnitude: return 0
-      case .wanda: return m.projections.reduce(0) { $0 + $1.inp * 8 } + m.largestProjection * 5
-      // A Double Hessian per projection during the block's pass, plus SparseGPT's working copies.
-      case .sparsegpt: return m.projections.reduce(0) { $0 + $1.inp * $1.inp * 8 } + 3 * (m.projections.map { $0.inp * $0.inp * 8 }.max() ?? 0)
-      }
-    }()
+    let statistics = statistics(m, method)
     var candidates: [MemoryPlan] = []
     for residency in [LlamaModel.Residency.resident, .streamed] {
       for b in Set([min(batch, max(1, windows)), 1]).sorted(by: >) {
@@ -163,6 +156,16 @@ public enum MemoryPlanner {
       }
     }
     return candidates.first { $0.fits } ?? candidates.last!
+  }
+
+  /// A pruner's statistics and scratch for one block.
+  static func statistics(_ m: ModelFacts, _ method: PruneMethod) -> Int {
+    switch method {
+    case .magnitude: return 0
+    case .wanda: return m.projections.reduce(0) { $0 + $1.inp * 8 } + m.largestProjection * 5
+    // A Double Hessian per projection during the block's pass, plus SparseGPT's working copies.
+    case .sparsegpt: return m.projections.reduce(0) { $0 + $1.inp * $1.inp * 8 } + 3 * (m.projections.map { $0.inp * $0.inp * 8 }.max() ?? 0)
+    }
   }
 
   /// espalier eval: windows of `seqLen` tokens, `batch` per forward.
@@ -190,9 +193,11 @@ public enum MemoryPlanner {
   /// espalier finetune: adapters of `rank` on `targets` (short names), micro-batches of `batch` × `seqLen`.
   /// Fastest first: resident with every layer's activations kept; streamed; then resident and streamed
   /// with as few layers as fit recomputed in backward (one more forward of those layers per step).
+  /// LoSA (`losa`: its calibration windows and pruner) adds its re-prune phase: the pruned and the dense
+  /// reference calibration streams, the reference's block, the pruner's statistics and a merge buffer.
   public static func finetune(
     _ m: ModelFacts, method: AdapterMethod, rank: Int, targets: [String], batch: Int, seqLen: Int, initialization: AdapterInit,
-    budget: Int, budgetSource: String
+    budget: Int, budgetSource: String, losa: (windows: Int, pruner: PruneMethod)? = nil
   ) -> MemoryPlan {
     let c = m.config
     let chosen = zip(LlamaTensors.projections, m.projections).filter { targets.contains(String($0.0.split(separator: ".").last!)) }.map(\.1)
@@ -209,9 +214,17 @@ public enum MemoryPlanner {
       // Checkpoints and the final adapter are written a tensor at a time from these arenas.
       items.append(.init(what: "adapters, gradients and AdamW moments (\(adapterFloats) parameters)", bytes: adapterFloats * 4 * 4))
       switch method {
-      case .lors, .spp: items.append(.init(what: "recomputed merged weight (largest projection, f32)", bytes: largest * 4))
+      case .lors, .spp, .losa: items.append(.init(what: "recomputed merged weight (largest projection, f32)", bytes: largest * 4))
       case .sqft: items.append(.init(what: "SQFT's merged weights and masks of every adapted projection", bytes: denseTargets / 4 * 5))
       case .lora: break
+      }
+      if let losa {
+        let streams = 2 * losa.windows * seqLen * c.hiddenSize * 4
+        let reference = m.weights(.streamed, headTokens: nil).reduce(0) { $0 + $1.bytes }
+        items.append(.init(
+          what: "LoSA re-prune: pruned and dense calibration streams (2 × \(losa.windows) × \(seqLen) × \(c.hiddenSize) f32), the dense model's block, "
+            + "\(losa.pruner.rawValue) statistics, a merge buffer",
+          bytes: streams + reference + statistics(m, losa.pruner) + largest * 4))
       }
       var initBudget = 0
       switch initialization {

@@ -25,6 +25,9 @@ public struct PruneOptions: Sendable {
   public var maxMemory = 2_000_000_000
   /// Directory for that file.
   public var temporaryDirectory = "/tmp"
+  /// Unstructured only: per block, the zeros per row for each input width (LoSA's per-layer rates);
+  /// a block or width not listed takes `target`.
+  public var layerRowZeros: [[Int: Int]]?
 
   public init(method: PruneMethod, target: SparsityTarget) {
     self.method = method
@@ -42,6 +45,9 @@ public struct PrunedTensor: Sendable, Equatable {
 public struct PruneReport: Sendable {
   public var tensors: [PrunedTensor]
   public var warnings: [String]
+  /// With a dense reference: per block, Σ_c ‖Y_c − Ŷ_c‖² / ‖Y_c‖² / H over the calibration windows, Y the
+  /// reference's block output on its own inputs, Ŷ the pruned block's on the pruned stream (LoSA's loss).
+  public var reconstruction: [Double] = []
   public var zeros: Int { tensors.reduce(0) { $0 + $1.zeros } }
   public var elements: Int { tensors.reduce(0) { $0 + $1.elements } }
   public var sparsity: Double { elements == 0 ? 0 : Double(zeros) / Double(elements) }
@@ -83,11 +89,15 @@ final class RecordingLinear: LinearLayer {
 
 public enum Pruner {
   /// Prunes `model`'s weights in place, block by block. `windows` are calibration token windows of equal
-  /// length (unused by magnitude). After block l is pruned (and, calibrated, has produced the next block's
-  /// inputs), `blockDone(l)` runs while its weights are still readable through the model: a streamed
-  /// model's writer takes them there. `progress(layer, layers)` after each block.
+  /// length (unused by magnitude). `prepareBlock(l)` runs once block l's weights are readable, before any
+  /// statistic (LoSA merges its adapters there). After block l is pruned (and, calibrated, has produced the
+  /// next block's inputs), `blockDone(l)` runs while its weights are still readable through the model: a
+  /// streamed model's writer takes them there. With a `reference` model (same shapes) the same windows also
+  /// run through it, on their own stream, and every block's reconstruction loss is reported.
+  /// `progress(layer, layers)` after each block.
   public static func prune(
-    _ model: LlamaModel, windows: [[Int32]], options: PruneOptions, blockDone: ((Int) throws(SurgeryError) -> Void)? = nil,
+    _ model: LlamaModel, windows: [[Int32]], options: PruneOptions, reference: LlamaModel? = nil,
+    prepareBlock: ((Int) throws(SurgeryError) -> Void)? = nil, blockDone: ((Int) throws(SurgeryError) -> Void)? = nil,
     progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> PruneReport {
     let c = model.config
@@ -95,6 +105,7 @@ public enum Pruner {
     if options.method == .magnitude {
       for l in 0..<c.layers {
         try model.prepare(block: l)
+        try prepareBlock?(l)
         for p in LlamaTensors.projections { try pruneMagnitude(model, "model.layers.\(l).\(p).weight", options, &report) }
         try blockDone?(l)
         progress?(l + 1, c.layers)
@@ -110,8 +121,16 @@ public enum Pruner {
       temporaryDirectory: options.temporaryDirectory)
     if sweep.spilled { report.warnings.append("calibration states (\(sweep.hiddenBytes) bytes) spilled to a temporary file") }
     try sweep.embed()
+    let dense = try reference.map { (reference) throws(SurgeryError) in
+      let dense = try LayerSweep(
+        model: reference, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
+        temporaryDirectory: options.temporaryDirectory)
+      try dense.embed()
+      return dense
+    }
     for l in 0..<c.layers {
       try model.prepare(block: l)
+      try prepareBlock?(l)
       let names = LlamaTensors.projections.map { "model.layers.\(l).\($0).weight" }
       let original = model.linears[l]
       var wanda: [WandaStatistics?] = Array(repeating: nil, count: names.count)
@@ -135,12 +154,15 @@ public enum Pruner {
         let entry = model.params.layout.entry(name)!
         let (rows, cols) = (entry.shape[0], entry.shape[1])
         let weight = model.params.base + entry.offset
+        let rowZeros = options.layerRowZeros.flatMap { l < $0.count ? $0[l][cols] : nil }
         if let stats = wanda[p] {
-          MaskSelection.apply(Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target), to: weight)
+          MaskSelection.apply(
+            Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target, rowZeros: rowZeros), to: weight)
         } else if let h = hessians[p] {
+          let target = rowZeros.map { SparsityTarget.unstructured(Double($0) / Double(cols)) } ?? options.target
           let result = try h.withValues { (hessian) throws(SurgeryError) in
             try SparseGPT.prune(
-              weight, rows: rows, cols: cols, hessian: hessian, target: options.target, percdamp: options.percdamp,
+              weight, rows: rows, cols: cols, hessian: hessian, target: target, percdamp: options.percdamp,
               blockSize: options.blockSize)
           }
           if result.percdamp != options.percdamp {
@@ -151,10 +173,31 @@ public enum Pruner {
       }
       // The pruned block produces the next block's inputs.
       try sweep.run(block: l, advance: true)
+      if let dense, let reference {
+        try reference.prepare(block: l)
+        try dense.run(block: l, advance: true)
+        report.reconstruction.append(reconstructionLoss(dense: dense.hidden.base, pruned: sweep.hidden.base, rows: dense.hidden.count / c.hiddenSize, H: c.hiddenSize))
+      }
       try blockDone?(l)
       progress?(l + 1, c.layers)
     }
     return report
+  }
+
+  /// LoSA's reconstruction loss of a block: Σ_c Σ_rows (Y − Ŷ)² / Σ_rows Y², averaged over the H channels.
+  public static func reconstructionLoss(dense: UnsafePointer<Float>, pruned: UnsafePointer<Float>, rows: Int, H: Int) -> Double {
+    var energy = [Double](repeating: 0, count: H), error = [Double](repeating: 0, count: H)
+    for r in 0..<rows {
+      let (y, yhat) = (dense + r * H, pruned + r * H)
+      for c in 0..<H {
+        let (v, d) = (Double(y[c]), Double(y[c]) - Double(yhat[c]))
+        energy[c] += v * v
+        error[c] += d * d
+      }
+    }
+    var loss = 0.0
+    for c in 0..<H where energy[c] > 0 { loss += error[c] / energy[c] }
+    return loss / Double(H)
   }
 
   static func pruneMagnitude(_ model: LlamaModel, _ name: String, _ options: PruneOptions, _ report: inout PruneReport) throws(SurgeryError) {

@@ -30,8 +30,13 @@ public enum SparsityTarget: Equatable, Sendable, CustomStringConvertible {
 public enum MaskSelection {
   /// Per row, the floor(cols·ratio) lowest scores (stable: ties go to the lower column).
   public static func perRow(_ scores: UnsafePointer<Float>, rows: Int, cols: Int, ratio: Double) -> [Bool] {
+    perRow(scores, rows: rows, cols: cols, zeros: Int((Double(cols) * ratio).rounded(.down)))
+  }
+
+  /// Per row, the `zeros` lowest scores (stable: ties go to the lower column).
+  public static func perRow(_ scores: UnsafePointer<Float>, rows: Int, cols: Int, zeros: Int) -> [Bool] {
     var mask = [Bool](repeating: false, count: rows * cols)
-    let k = Int((Double(cols) * ratio).rounded(.down))
+    let k = min(cols, zeros)
     guard k > 0 else { return mask }
     var order = [Int](repeating: 0, count: cols)
     for r in 0..<rows {

@@ -9,7 +9,8 @@ import Formats
 public enum PrunedCheckpoint {
   public static func prune(
     _ model: LlamaModel, input: any CheckpointReader, windows: [[Int32]], options: PruneOptions, dtype: DType?, to output: String,
-    convert: ConvertOptions, progress: ((Int, Int) -> Void)? = nil
+    convert: ConvertOptions, reference: LlamaModel? = nil, prepareBlock: ((Int) throws(SurgeryError) -> Void)? = nil,
+    progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> (report: PruneReport, files: [String]) {
     guard convert.overwrite || !FileSystem.exists(output) else {
       throw .format(.io(file: output, reason: "already exists (pass --overwrite to replace it)"))
@@ -42,7 +43,7 @@ public enum PrunedCheckpoint {
           try writer.put(try input.tensor(info.name)) { input.release(info.name, bytes: $0) }
           input.release(info.name)
         }
-        let report = try Pruner.prune(model, windows: windows, options: options, blockDone: { (l) throws(SurgeryError) in
+        let report = try Pruner.prune(model, windows: windows, options: options, reference: reference, prepareBlock: prepareBlock, blockDone: { (l) throws(SurgeryError) in
           try SurgeryError.wrapping(output) {
             // The block's tensors as the model holds them now (pruned), others straight from the input.
             for info in byBlock[l] ?? [] {

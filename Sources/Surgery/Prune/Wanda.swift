@@ -33,12 +33,14 @@ public enum Wanda {
     return s
   }
 
-  /// The mask (true = pruned): per output row for unstructured targets, per group for N:M.
+  /// The mask (true = pruned): per output row for unstructured targets (`rowZeros` per row when given,
+  /// else ⌊cols·ratio⌋), per group for N:M.
   public static func mask(
-    _ weight: UnsafePointer<Float>, rows: Int, cols: Int, statistics: WandaStatistics, target: SparsityTarget
+    _ weight: UnsafePointer<Float>, rows: Int, cols: Int, statistics: WandaStatistics, target: SparsityTarget, rowZeros: Int? = nil
   ) -> [Bool] {
     let s = scores(weight, rows: rows, cols: cols, statistics: statistics)
     return s.withUnsafeBufferPointer { p in
+      if let rowZeros { return MaskSelection.perRow(p.baseAddress!, rows: rows, cols: cols, zeros: rowZeros) }
       switch target {
       case .unstructured(let ratio): return MaskSelection.perRow(p.baseAddress!, rows: rows, cols: cols, ratio: ratio)
       case .nm(let pattern): return MaskSelection.nm(p.baseAddress!, rows: rows, cols: cols, pattern: pattern)

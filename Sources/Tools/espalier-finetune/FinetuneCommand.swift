@@ -11,7 +11,7 @@ import ToolSupport
 struct FinetuneCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "espalier-finetune",
-    abstract: "Train sparsity-preserving adapters (LoRS, or the LoRA/SQFT/SPP baselines) on a Llama-family checkpoint.",
+    abstract: "Train sparsity-preserving adapters (LoRS, or the LoRA/SQFT/SPP baselines) on a Llama-family checkpoint, or prune and tune together (LoSA).",
     discussion: """
       MODEL is a checkpoint directory or a GGUF file, usually pruned; its zeros are the mask M = (W != 0) that \
       lors, sqft and spp keep (lora is dense, for comparison). --data is plain text, a directory of text \
@@ -30,6 +30,18 @@ struct FinetuneCommand: ParsableCommand {
       gradients that fit what is left, taking more passes for the rest. A LoRS, SQFT or SPP adapter must be \
       merged under the mask (espalier merge), not loaded as a plain LoRA: PEFT would apply it densely.
 
+      --method losa starts from a dense (or lightly pruned) MODEL and ends at --sparsity exactly, in \
+      --iterations rounds on the cubic schedule S_t = S - S(1 - t/T)^3: each round measures layer \
+      importance (linear CKA between the blocks' inputs on the first --similarity-samples calibration \
+      windows), gives every layer a rate within +-delta of S_t (0.01 up to S_t = 0.5, 0.02 to 0.6, 0.03 \
+      beyond; the rates' zeros add up to uniform Wanda's), merges the adapters into the base and re-prunes it \
+      layer by layer with --pruner on --calibration-samples windows of --calibration (default: --data), \
+      gives each layer a rank in proportion to its reconstruction error against the dense model (mean \
+      rank 6 in the first round, one more per round, at most --rank) and trains fresh masked adapters on the \
+      next slice of the data (the last round takes --final-share of the steps). OUT then also holds base/ \
+      (the final pruned base: `espalier merge OUT/base OUT MERGED`, `espalier verify MERGED --base \
+      OUT/base`) and losa.json (every round's rates, ranks and losses; also in --json).
+
       Progress goes to stderr, the summary (or --json report) to stdout. Exit status: 0 trained, 1 training \
       stopped (non-finite loss or gradient; the last checkpoint is kept), 2 unreadable input, 3 the memory \
       plan does not fit, 64 usage.
@@ -38,11 +50,11 @@ struct FinetuneCommand: ParsableCommand {
   @Argument(help: "The base checkpoint (directory or GGUF file).", completion: .file()) var model: String
   @Option(help: "Training data: text file, directory of text files, JSONL (\"text\" or Alpaca fields) or Alpaca JSON.") var data: String
   @Option(help: "Output directory for checkpoints, the step log and the adapter.") var output: String
-  @Option(help: "Adapter method.") var method = AdapterMethod.lors
-  @Option(help: "Adapter rank r (ignored by spp, whose A has 16 row blocks).") var rank = 16
+  @Option(help: "Adapter method: lors, lora, sqft, spp, or losa (prune and tune together; needs --sparsity).") var method = AdapterMethod.lors
+  @Option(help: "Adapter rank r (ignored by spp, whose A has 16 row blocks; losa: the largest per-layer rank).") var rank = 16
   @Option(help: "LoRA alpha; the scale is alpha/sqrt(r) or alpha/r by --scale-rule.") var alpha = 16.0
   @Option(help: "rslora (s = alpha/sqrt(r)) or lora (s = alpha/r); default: rslora for lors, lora for the baselines.") var scaleRule: ScaleRule?
-  @Option(help: "LoRS adapter gradient: reordered (the paper's cheap form) or exact (the masked gradient).") var gradient = LoRSGradient.reordered
+  @Option(help: "LoRS adapter gradient: reordered (the paper's cheap form) or exact (the masked gradient); default: reordered for lors, exact for losa.") var gradient: LoRSGradient?
   @Option(help: "Dropout on the adapter branch's input (lora and sqft; lors and spp merge before the product and take none).") var dropout = 0.0
   @Option(help: "Projections to adapt, comma-separated short names.") var targets = ProjectionNames.all.joined(separator: ",")
   @Option(name: .customLong("init"), help: "Initialisation: gradient (top singular vectors of the averaged gradient, from a one-pass randomized sketch, as svd_lowrank approximates it), gradient-exact (the SVD of every dense gradient: memory-heavy, for comparison) or random (kaiming input side, zero output side); default: gradient for lors, random otherwise.") var initialization: AdapterInit?
@@ -60,13 +72,21 @@ struct FinetuneCommand: ParsableCommand {
   @Option(help: "Passes over the data when --steps is not given.") var epochs = 3.0
   @Option(help: "Seed of the data order and of --init random.") var seed: UInt64 = 0
   @Option(help: "Write a checkpoint every N steps (0 = only at the end).") var saveEvery = 100
-  @Flag(help: "Continue from the newest checkpoint in OUT.") var resume = false
+  @Flag(help: "Continue from the newest checkpoint in OUT (not with losa).") var resume = false
+  @Option(help: "losa: the final sparsity S (unstructured).") var sparsity: Double?
+  @Option(help: "losa: prune-and-tune rounds T.") var iterations = 5
+  @Option(help: "losa: pruner of every round (wanda or sparsegpt).") var pruner = PruneMethod.wanda
+  @Option(help: "losa: calibration text (default: --data).", completion: .file()) var calibration: String?
+  @Option(help: "losa: calibration windows of --seq-len tokens (seeded by --seed).") var calibrationSamples = 32
+  @Option(help: "losa: how many of them measure layer similarity.") var similaritySamples = 16
+  @Option(help: "losa: the fraction of the steps the last round trains.") var finalShare = 0.6
   @OptionGroup var out: OutputOptions
   @OptionGroup var reporting: ReportOptions
 
   var options: FinetuneOptions {
     var o = FinetuneOptions()
-    (o.method, o.rank, o.alpha, o.scaleRule, o.gradient, o.dropout) = (method, rank, alpha, scaleRule, gradient, dropout)
+    (o.method, o.rank, o.alpha, o.scaleRule, o.dropout) = (method, rank, alpha, scaleRule, dropout)
+    o.gradient = gradient ?? (method == .losa ? .exact : .reordered)
     o.targets = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
     (o.initialization, o.initSamples, o.lr, o.minLr, o.warmup) = (initialization, initSamples, lr, minLr, warmup)
     (o.weightDecay, o.maxGradNorm, o.batchSize, o.gradAccum, o.seqLen, o.steps) = (weightDecay, maxGradNorm, batchSize, gradAccum, seqLen, steps)
@@ -74,8 +94,22 @@ struct FinetuneCommand: ParsableCommand {
     return o
   }
 
+  var losa: LoSAOptions {
+    var l = LoSAOptions(sparsity: sparsity ?? 0)
+    (l.iterations, l.pruner, l.calibration, l.calibrationSamples) = (iterations, pruner, calibration, calibrationSamples)
+    (l.similaritySamples, l.finalShare) = (similaritySamples, finalShare)
+    return l
+  }
+
   func validate() throws {
     do { try options.check() } catch { throw ValidationError("\(error)") }
+    if method == .losa {
+      guard sparsity != nil else { throw ValidationError("--method losa needs --sparsity S") }
+      do { try losa.check(rank: rank) } catch { throw ValidationError("\(error)") }
+      if resume { throw ValidationError("--resume is not supported for --method losa") }
+    } else if sparsity != nil {
+      throw ValidationError("--sparsity applies to --method losa (prune with espalier prune for the other methods)")
+    }
     if memory.planOnly { return }
     let exists = FileManager.default.fileExists(atPath: output)
     if exists && !resume && !out.overwrite { throw ValidationError("\(output) exists; pass --resume to continue it or --overwrite to start afresh") }
@@ -91,11 +125,12 @@ struct FinetuneCommand: ParsableCommand {
       let (budget, source) = memory.budget
       let plan = MemoryPlanner.finetune(
         facts, method: method, rank: rank, targets: options.targets, batch: batchSize, seqLen: min(seqLen, facts.config.maxPositionEmbeddings),
-        initialization: options.resolvedInit, budget: budget, budgetSource: source)
+        initialization: options.resolvedInit, budget: budget, budgetSource: source,
+        losa: method == .losa ? (calibrationSamples, pruner) : nil)
       guard try Planning.announce(plan, memory, json: reporting.json) else { return }
       (options.residency, options.maxMemory, options.recomputedLayers) = (plan.residency, max(1, plan.initBudget), plan.recomputedLayers)
       let progress = Progress("init: gradients", total: 0)
-      let result = try Finetune.run(modelPath: model, dataPath: data, output: output, options: options) { event in
+      let events: (FinetuneEvent) -> Void = { event in
         switch event {
         case .info(let text): Log.info(text)
         case .warning(let text): Log.warning(text)
@@ -104,6 +139,9 @@ struct FinetuneCommand: ParsableCommand {
           Log.info("step \(r.step)/\(total)  loss \(Format.fixed(r.loss, 4))  lr \(Format.general(r.learningRate))  \(Int(rate)) tok/s  ETA \(Format.duration(left))")
         }
       }
+      let result = method == .losa
+        ? try LoSA.run(modelPath: model, dataPath: data, output: output, options: options, losa: losa, events: events)
+        : try Finetune.run(modelPath: model, dataPath: data, output: output, options: options, events: events)
       FinetuneSummary.print(result, output: output, seconds: clock.seconds, json: reporting.json)
     }
   }

@@ -82,7 +82,7 @@ struct PruneCommand: ParsableCommand {
       let progress = Progress("prune", total: llama.config.layers)
       let (report, _) = try PrunedCheckpoint.prune(
         llama, input: reader, windows: windows, options: options, dtype: dtype.dtype, to: output,
-        convert: ConvertOptions(maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite)) { done, _ in progress.update(done) }
+        convert: ConvertOptions(maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite), progress: { done, _ in progress.update(done) })
       for warning in report.warnings { Log.warning(warning) }
       PruneSummary.print(report, options: options, output: output, seconds: clock.seconds, json: reporting.json)
     }
