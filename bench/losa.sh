@@ -24,7 +24,7 @@ ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --json 2
 measure() { $bin/espalier-bench rss "$@" 2>/dev/null | sed -E 's/.*exit ([0-9]+), ([0-9.]+) s, peak RSS ([0-9.]+) MB.*/\2 \3/' | tail -1; }
 train=(--data $docs/tutorial --steps "$steps" --batch-size 2 --grad-accum 1 --seq-len 256 --lr 2e-4 --seed 0 --save-every 0 --overwrite)
 echo "losa bench: SmolLM2-135M, $steps steps of 2 x 256, $(nproc) cores, $(date -u +%Y-%m-%d)"
-echo "dense perplexity $(ppl models/smollm2-135m)"
+[ -n "${SKIP_DENSE:-}" ] || echo "dense perplexity $(ppl models/smollm2-135m)"
 for S in $sparsities; do
   read -r pt pr < <(measure $bin/espalier-prune models/smollm2-135m "$out/wanda" --method wanda --sparsity "$S" \
     --calibration "$out/calibration.txt" --nsamples 32 --seq-len 256 --overwrite)
@@ -38,8 +38,11 @@ for S in $sparsities; do
   read -r lt lr < <(measure $bin/espalier-finetune models/smollm2-135m --output "$out/losa" --method losa --sparsity "$S" \
     --calibration "$out/calibration.txt" --calibration-samples 32 --similarity-samples 16 --alpha 32 "${train[@]}")
   $bin/espalier-merge "$out/losa/base" "$out/losa" "$out/merged" --overwrite >/dev/null 2>&1
-  $bin/espalier-verify "$out/merged" --base "$out/losa/base" --sparsity "$S" >/dev/null 2>&1 || echo "S=$S losa: VERIFY FAILED"
-  echo "S=$S losa: ${lt} s, peak ${lr} MB, perplexity $(ppl "$out/merged") (pruned base alone $(ppl "$out/losa/base"))"
+  $bin/espalier-verify "$out/merged" --base "$out/losa/base" >/dev/null 2>&1 || echo "S=$S losa: VERIFY FAILED"
+  plan=$($bin/espalier-finetune models/smollm2-135m --output "$out/plan" --method losa --sparsity "$S" --calibration-samples 32 \
+    --alpha 32 "${train[@]}" --plan-only --json 2>/dev/null | grep -o '"total_bytes": *[0-9]*' | grep -o '[0-9]*$')
+  zeros() { grep -o '"zeros": *[0-9]*' "$1/sparsity.json" | tail -1 | grep -o '[0-9]*$'; }
+  echo "S=$S losa: ${lt} s, peak ${lr} MB (plan $((plan / 1000000)) MB), perplexity $(ppl "$out/merged"); zeros $(zeros "$out/losa/base"), uniform Wanda's $(zeros "$out/wanda")"
   python3 -c "import json; d = json.load(open('$out/losa/losa.json')); print('\n'.join('  round %d: target %.4f sparsity %.4f rates %.3f-%.3f ranks %d-%d recon %.3f-%.3f' % (i['iteration'], i['target_sparsity'], i['sparsity'], min(i['rates']), max(i['rates']), min(i['ranks']), max(i['ranks']), min(i['reconstruction_loss']), max(i['reconstruction_loss'])) for i in d['per_iteration']))"
   [ -z "${LOSA_KEEP:-}" ] || cp "$out/losa/losa.json" "$LOSA_KEEP/losa-$S.json"
 done

@@ -40,6 +40,9 @@ public struct LoSAOptions: Sendable {
   public var firstMeanRank = 6
   /// Fraction of the steps the last iteration trains.
   public var finalShare = 0.6
+  /// Bytes of calibration hidden states kept in memory (the pruned and the dense stream each); beyond it
+  /// they live in temporary files.
+  public var calibrationMemory = 4_000_000_000
   /// β of imp = exp(−β·sim/Σsim) (reported; the allocation depends only on the order of the importances).
   public var beta = 1.0
 
@@ -145,6 +148,8 @@ public enum LoSA {
     var last: StepRecord?
     for t in 1...losa.iterations {
       let iterationStart = Date()
+      // The last round's model and activations go before this round loads its own (only its adapters stay).
+      trainer = nil
       let target = LoSAAllocation.target(iteration: t, of: losa.iterations, final: losa.sparsity)
       let delta = LoSAAllocation.delta(target)
       let next = store.losaWork + "/iteration-\(t)"
@@ -233,7 +238,8 @@ public enum LoSA {
     adapters?.attach(to: model, gradient: o.gradient)
     let n = min(losa.similaritySamples, windows.count)
     let grams = try LayerImportance.grams(
-      model, windows: Array(windows.prefix(n)), batch: o.batchSize, maxMemory: o.maxMemory, temporaryDirectory: temporaryDirectory)
+      model, windows: Array(windows.prefix(n)), batch: o.batchSize, maxMemory: losa.calibrationMemory,
+      temporaryDirectory: temporaryDirectory)
     let importance = LayerImportance(grams: grams, n: n, beta: losa.beta)
     let rates = LoSAAllocation.rates(importance: importance.importance, target: target, delta: delta)
     var rowZeros: [Int: [Int]] = [:]
@@ -243,7 +249,7 @@ public enum LoSA {
     model.linears = dense
     var options = PruneOptions(method: losa.pruner, target: .unstructured(target))
     options.batchSize = o.batchSize
-    options.maxMemory = o.maxMemory
+    options.maxMemory = losa.calibrationMemory
     options.temporaryDirectory = temporaryDirectory
     options.layerRowZeros = (0..<model.config.layers).map { l in rowZeros.mapValues { $0[l] } }
     let reference = try LlamaModel.load(densePath, maxPositions: T, residency: .streamed)

@@ -139,6 +139,8 @@ struct FinetuneCommand: ParsableCommand {
           Log.info("step \(r.step)/\(total)  loss \(Format.fixed(r.loss, 4))  lr \(Format.general(r.learningRate))  \(Int(rate)) tok/s  ETA \(Format.duration(left))")
         }
       }
+      var losa = self.losa
+      losa.calibrationMemory = budget  // the plan counted both calibration streams in memory
       let result = method == .losa
         ? try LoSA.run(modelPath: model, dataPath: data, output: output, options: options, losa: losa, events: events)
         : try Finetune.run(modelPath: model, dataPath: data, output: output, options: options, events: events)

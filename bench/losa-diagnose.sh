@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Why LoSA does or does not beat Wanda + LoRS (issue 15): the settings of bench/losa.sh at one sparsity
+# (default 0.7), changing one factor at a time:
+#   losa with --alpha 64     LoSA's adapters at LoRS' scale (s = 64/16 = 4 = 16/sqrt(16))
+#   wanda+lors --init random LoRS without its gradient-SVD init
+# Compare with bench/losa.sh's rows. Usage: bench/losa-diagnose.sh [STEPS] [SPARSITY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.build/release steps=${1:-60} S=${2:-0.7}
+docs=/usr/share/doc/python3.11/html/_sources
+out=bench/out/losa-diagnose
+rm -rf "$out" && mkdir -p "$out"
+trap 'rm -rf "$out"' EXIT
+make -s smollm2
+cat $docs/library/functions.rst.txt $docs/library/stdtypes.rst.txt > "$out/calibration.txt"
+cat $docs/reference/datamodel.rst.txt $docs/reference/expressions.rst.txt > "$out/heldout.txt"
+ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --json 2>/dev/null | grep -o '"perplexity": *[0-9.]*' | grep -o '[0-9.]*$'; }
+train=(--data $docs/tutorial --steps "$steps" --batch-size 2 --grad-accum 1 --seq-len 256 --lr 2e-4 --seed 0 --save-every 0 --overwrite)
+$bin/espalier-finetune models/smollm2-135m --output "$out/losa" --method losa --sparsity "$S" --calibration "$out/calibration.txt" \
+  --calibration-samples 32 --similarity-samples 16 --alpha 64 "${train[@]}" >/dev/null 2>&1
+$bin/espalier-merge "$out/losa/base" "$out/losa" "$out/merged" --overwrite >/dev/null 2>&1
+echo "S=$S losa --alpha 64 (s = 4): perplexity $(ppl "$out/merged")"
+$bin/espalier-prune models/smollm2-135m "$out/wanda" --method wanda --sparsity "$S" --calibration "$out/calibration.txt" \
+  --nsamples 32 --seq-len 256 --overwrite >/dev/null 2>&1
+$bin/espalier-finetune "$out/wanda" --output "$out/lors" --method lors --init random "${train[@]}" >/dev/null 2>&1
+$bin/espalier-merge "$out/wanda" "$out/lors" "$out/merged" --overwrite >/dev/null 2>&1
+echo "S=$S wanda+lors --init random: perplexity $(ppl "$out/merged")"
