@@ -92,6 +92,6 @@ bench/scale.sh llama-3-8b 4GB 6GB
 echo "  (targets: 8B prune <= 4 GB and <= 30 min, eval <= 4 GB, LoRS with init <= 6 GB; 1B prune, eval <= 1.2 GB, LoRS <= 1.5 GB)"
 
 # LoSA (issue 15): SmolLM2-135M at 70% and 50% unstructured, 60 steps of 2 x 256 for every method: LoSA
-# against Wanda + LoRS and Wanda + SQFT; held-out perplexity, wall time, peak RSS (about 70 minutes).
+# against Wanda + LoRS and Wanda + SQFT; held-out perplexity, wall time, peak RSS (about 90 minutes, the diagnosis 25 more).
 bash bench/losa.sh 60 "0.7 0.5"
 bash bench/losa-diagnose.sh 60 0.7  # one factor at a time: LoSA at LoRS' scale, LoRS without its gradient init
