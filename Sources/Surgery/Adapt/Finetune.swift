@@ -72,6 +72,14 @@ public struct FinetuneOptions: Sendable {
       "--method losa starts every iteration's adapters at B = 0 (--init random) with s = alpha/r (--scale-rule lora)")
   }
 
+  /// The trainer's options for a run of `steps` steps (a cosine schedule over exactly those steps).
+  public func training(steps: Int) -> TrainingOptions {
+    var t = TrainingOptions(steps: steps, schedule: CosineSchedule(base: lr, floor: minLr, warmup: warmup, total: steps))
+    (t.batchSize, t.gradAccum, t.weightDecay, t.maxGradNorm) = (batchSize, gradAccum, weightDecay, maxGradNorm)
+    (t.seed, t.gradient, t.recomputedLayers) = (seed, gradient, recomputedLayers)
+    return t
+  }
+
   public var resolvedScaleRule: ScaleRule { scaleRule ?? (method == .lors ? .rslora : .lora) }
   public var resolvedInit: AdapterInit { initialization ?? (method == .lors ? .gradient : .random) }
 }
@@ -152,14 +160,7 @@ public enum Finetune {
     let rule = o.resolvedScaleRule
     let adapters = try AdapterSet(model: llama, method: o.method, rank: o.rank, scale: rule.scale(alpha: o.alpha, rank: o.rank), targets: o.targets)
     adapters.dropout = Float(o.dropout)
-    var training = TrainingOptions(steps: totalSteps, schedule: CosineSchedule(base: o.lr, floor: o.minLr, warmup: o.warmup, total: totalSteps))
-    training.batchSize = o.batchSize
-    training.gradAccum = o.gradAccum
-    training.weightDecay = o.weightDecay
-    training.maxGradNorm = o.maxGradNorm
-    training.seed = o.seed
-    training.gradient = o.gradient
-    training.recomputedLayers = o.recomputedLayers
+    let training = o.training(steps: totalSteps)
     let settings = FinetuneSettings(
       method: o.method, rank: o.rank, alpha: o.alpha, dropout: o.dropout, scaleRule: rule, scale: adapters.scale, gradient: o.gradient,
       targets: o.targets, initialization: o.resolvedInit, initSamples: o.initSamples, seqLen: T, training: training,

@@ -169,16 +169,7 @@ public enum LoSA {
       let tuned = try LlamaModel.load(basePath, maxPositions: T, residency: o.residency)
       let set = try AdapterSet(model: tuned, method: .losa, rank: o.rank, scale: scale, targets: o.targets, layerRanks: ranks)
       set.initializeRandomly(seed: o.seed ^ (UInt64(t) &* 0x9E37_79B9_7F4A_7C15))
-      var training = TrainingOptions(
-        steps: stepsPerIteration[t - 1],
-        schedule: CosineSchedule(base: o.lr, floor: o.minLr, warmup: o.warmup, total: stepsPerIteration[t - 1]))
-      training.batchSize = o.batchSize
-      training.gradAccum = o.gradAccum
-      training.weightDecay = o.weightDecay
-      training.maxGradNorm = o.maxGradNorm
-      training.seed = o.seed
-      training.gradient = o.gradient
-      training.recomputedLayers = o.recomputedLayers
+      let training = o.training(steps: stepsPerIteration[t - 1])
       let iterationTrainer = try Trainer(model: tuned, adapters: set, data: data, T: T, options: training, cursor: cursor)
       let run = try Finetune.train(
         iterationTrainer, steps: training.steps, store: store, started: started, offset: done, reportedTotal: totalSteps, events: events)
@@ -199,11 +190,9 @@ public enum LoSA {
     }
     guard let adapters, let trainer else { throw .invalidRequest("--iterations must be >= 1") }
     // The final base goes to OUT/base; the adapter beside it records its fingerprint.
-    var training = trainer.options
-    training.steps = totalSteps
     let settings = FinetuneSettings(
       method: .losa, rank: o.rank, alpha: o.alpha, dropout: 0, scaleRule: .lora, scale: scale, gradient: o.gradient, targets: o.targets,
-      initialization: .random, initSamples: o.initSamples, seqLen: T, training: training,
+      initialization: .random, initSamples: o.initSamples, seqLen: T, training: o.training(steps: totalSteps),
       baseFingerprint: try adapters.baseFingerprint(model: trainer.model), windows: data.windows.count, targetTokens: data.targetTokens)
     try SurgeryError.wrapping(output) {
       FileSystem.removeTree(store.losaBase)
