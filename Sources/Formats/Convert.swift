@@ -59,9 +59,7 @@ public enum Converter {
   ) throws(FormatError) -> ConvertReport {
     let reader = try Checkpoint.open(input)
     let (format, isDirectory) = outputFormat(of: output)
-    if FileSystem.exists(output) && !options.overwrite {
-      throw .io(file: output, reason: "already exists (pass --overwrite to replace it)")
-    }
+    try OutputPath.claim(output, overwrite: options.overwrite, inputs: [input])
     var done = 0
     let total = reader.infos.count
     var sources = reader.sources.map { source -> TensorSource in
@@ -205,7 +203,12 @@ public enum AtomicDirectory {
 
   /// Moves `temporary` to `path`, replacing what is there (the caller checked --overwrite).
   static func replace(_ path: String, with temporary: String) throws(FormatError) {
-    if FileSystem.exists(path) {
+    var info = stat()
+    if lstat(path, &info) == 0 {
+      let kind = info.st_mode & S_IFMT
+      guard kind == S_IFREG || kind == S_IFDIR else {
+        throw .io(file: path, reason: "is no longer a regular file or directory; not replaced (OutputPath)")
+      }
       let old = path + ".old-\(getpid())"
       guard rename(path, old) == 0 else { throw .io(file: path, reason: "cannot move the old output aside: \(systemErrorText())") }
       guard rename(temporary, path) == 0 else {
@@ -214,6 +217,7 @@ public enum AtomicDirectory {
       }
       FileSystem.removeTree(old)
     } else {
+      guard errno == ENOENT else { throw .io(file: path, reason: "cannot inspect the output path: \(systemErrorText())") }
       guard rename(temporary, path) == 0 else { throw .io(file: path, reason: "cannot rename into place: \(systemErrorText())") }
     }
   }

@@ -197,8 +197,12 @@ public struct GGMLType: Hashable, Sendable, CustomStringConvertible {
     }
   }
 
-  /// Bytes of a row of `ne0` elements, or nil when `ne0` is not a whole number of blocks.
-  public func rowBytes(_ ne0: Int) -> Int? { ne0 % blockSize == 0 ? ne0 / blockSize * typeSize : nil }
+  /// Bytes of a row of `ne0` elements, or nil when `ne0` is not a whole number of blocks or the size overflows.
+  public func rowBytes(_ ne0: Int) -> Int? {
+    guard ne0 >= 0, ne0 % blockSize == 0 else { return nil }
+    let (bytes, overflow) = (ne0 / blockSize).multipliedReportingOverflow(by: typeSize)
+    return overflow ? nil : bytes
+  }
 
   public init?(id: UInt32) {
     guard let entry = GGMLType.table.first(where: { $0.id == id }) else { return nil }

@@ -37,8 +37,11 @@ public enum FileSystem {
 
 extension FileSystem {
   /// Removes a file, or a directory and everything under it (best effort; used to clean up partial output).
+  /// Symbolic links are removed, never followed: what a link points to is not Espalier's to delete.
   public static func removeTree(_ path: String) {
-    if isDirectory(path), let names = try? list(path) {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return }
+    if (info.st_mode & S_IFMT) == S_IFDIR, let names = try? list(path) {
       for name in names { removeTree(path + "/" + name) }
       rmdir(path)
     } else {

@@ -289,7 +289,7 @@ public enum JSONWriter {
     switch value {
     case .null: return "null"
     case .bool(let b): return b ? "true" : "false"
-    case .number(let n): return n
+    case .number(let n): return validNumber(n)
     case .string(let s): return compactString(s)
     case .array(let a): return "[" + a.map(compact).joined(separator: ",") + "]"
     case .object(let o): return "{" + o.keys.map { compactString($0) + ":" + compact(o[$0]!) }.joined(separator: ",") + "}"
@@ -297,13 +297,24 @@ public enum JSONWriter {
   }
 
   /// Pretty output as Python's `json.dumps(value, indent: 2, sort_keys: sortKeys)`.
+  /// A number as JSON can hold it: text that is not a finite JSON number (nan, inf, from a value that
+  /// escaped every earlier check) is written as null, so no file Espalier writes is invalid JSON.
+  static func validNumber(_ text: String) -> String {
+    let bytes = Array(text.utf8)
+    guard let first = bytes.first, first == UInt8(ascii: "-") || (first >= 48 && first <= 57),
+      bytes.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }),
+      let value = Double(text), value.isFinite
+    else { return "null" }
+    return text
+  }
+
   public static func pretty(_ value: JSONValue, sortKeys: Bool = true, indent: Int = 0) -> String {
     let pad = String(repeating: " ", count: indent + 2)
     let closePad = String(repeating: " ", count: indent)
     switch value {
     case .null: return "null"
     case .bool(let b): return b ? "true" : "false"
-    case .number(let n): return n
+    case .number(let n): return validNumber(n)
     case .string(let s): return asciiString(s)
     case .array(let a):
       if a.isEmpty { return "[]" }

@@ -70,13 +70,27 @@ public struct LlamaConfig: Equatable, Sendable {
   }
 
   public init(json o: JSONObject, file: String) throws(FormatError) {
-    var missing: [FormatError] = []
+    // Every key is read with its type checked: a key that is there with the wrong type is reported as
+    // such (not as missing), and all problems are reported together.
+    var problems: [FormatError] = []
+    let fields = JSONFields(object: o, file: file)
     func int(_ key: String) -> Int {
-      guard let v = o[key]?.intValue else {
-        missing.append(.missingMetadata(file: file, key: key))
+      do throws(FormatError) {
+        guard let v = try fields.int(key) else {
+          problems.append(.missingMetadata(file: file, key: key))
+          return 0
+        }
+        return v
+      } catch {
+        problems.append(error)
         return 0
       }
-      return v
+    }
+    func optional<T>(_ read: () throws(FormatError) -> T?) -> T? {
+      do throws(FormatError) { return try read() } catch {
+        problems.append(error)
+        return nil
+      }
     }
     if let type = o["model_type"]?.stringValue, !["llama", "mistral", "qwen2"].contains(type) {
       throw .unsupportedArchitecture(file: file, architecture: type)
@@ -86,14 +100,15 @@ public struct LlamaConfig: Equatable, Sendable {
     intermediateSize = int("intermediate_size")
     layers = int("num_hidden_layers")
     heads = int("num_attention_heads")
-    kvHeads = o["num_key_value_heads"]?.intValue ?? heads
-    headDim = o["head_dim"]?.intValue ?? (heads > 0 ? hiddenSize / heads : 0)
-    rmsNormEps = o["rms_norm_eps"]?.doubleValue ?? 1e-6
-    ropeTheta = o["rope_theta"]?.doubleValue ?? o["rope_parameters"]?.objectValue?["rope_theta"]?.doubleValue ?? 10000
-    maxPositionEmbeddings = o["max_position_embeddings"]?.intValue ?? 2048
-    tieWordEmbeddings = o["tie_word_embeddings"]?.boolValue ?? false
-    attentionBias = o["attention_bias"]?.boolValue ?? (o["model_type"]?.stringValue == "qwen2")
-    mlpBias = o["mlp_bias"]?.boolValue ?? false
+    kvHeads = optional { () throws(FormatError) in try fields.int("num_key_value_heads") } ?? heads
+    headDim = optional { () throws(FormatError) in try fields.int("head_dim") } ?? (heads > 0 ? hiddenSize / heads : 0)
+    rmsNormEps = optional { () throws(FormatError) in try fields.double("rms_norm_eps") } ?? 1e-6
+    ropeTheta = optional { () throws(FormatError) in try fields.double("rope_theta") }
+      ?? o["rope_parameters"]?.objectValue?["rope_theta"]?.doubleValue ?? 10000
+    maxPositionEmbeddings = optional { () throws(FormatError) in try fields.int("max_position_embeddings") } ?? 2048
+    tieWordEmbeddings = optional { () throws(FormatError) in try fields.bool("tie_word_embeddings") } ?? false
+    attentionBias = optional { () throws(FormatError) in try fields.bool("attention_bias") } ?? (o["model_type"]?.stringValue == "qwen2")
+    mlpBias = optional { () throws(FormatError) in try fields.bool("mlp_bias") } ?? false
     outputBias = attentionBias && o["model_type"]?.stringValue != "qwen2"
     bosTokenID = o["bos_token_id"]?.intValue
     padTokenID = o["pad_token_id"]?.intValue
@@ -103,28 +118,159 @@ public struct LlamaConfig: Equatable, Sendable {
       eosTokenIDs = o["eos_token_id"]?.intValue.map { [$0] } ?? []
     }
     if let s = o["rope_scaling"]?.objectValue {
+      let scaling = JSONFields(object: s, file: file, prefix: "rope_scaling.")
       ropeScaling = RopeScaling(
         type: s["rope_type"]?.stringValue ?? s["type"]?.stringValue ?? "default",
-        factor: s["factor"]?.doubleValue ?? 1,
-        lowFreqFactor: s["low_freq_factor"]?.doubleValue ?? 1,
-        highFreqFactor: s["high_freq_factor"]?.doubleValue ?? 4,
-        originalMaxPositionEmbeddings: s["original_max_position_embeddings"]?.intValue ?? 8192)
+        factor: optional { () throws(FormatError) in try scaling.double("factor") } ?? 1,
+        lowFreqFactor: optional { () throws(FormatError) in try scaling.double("low_freq_factor") } ?? 1,
+        highFreqFactor: optional { () throws(FormatError) in try scaling.double("high_freq_factor") } ?? 4,
+        originalMaxPositionEmbeddings: optional { () throws(FormatError) in try scaling.int("original_max_position_embeddings") } ?? 8192)
     } else {
       ropeScaling = nil
     }
-    if !missing.isEmpty { throw FormatError.many(missing).flattened }
-    if heads > 0 && kvHeads > 0 && heads % kvHeads != 0 {
-      throw .io(file: file, reason: "num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)")
+    if !problems.isEmpty { throw FormatError.many(problems).flattened }
+    try checkValues(file: file) { $0 }
+  }
+
+  /// Refuses hyperparameters no model has, before anything is sized by them: sizes and counts must be
+  /// positive, head_dim even (RoPE rotates pairs), heads a multiple of the KV heads, and the epsilon,
+  /// RoPE base and scaling factor finite and positive. `key` names a field as the source spells it.
+  public func checkValues(file: String, key: (String) -> String) throws(FormatError) {
+    var problems: [FormatError] = []
+    func require(_ ok: Bool, _ field: String, _ value: String, _ expected: String) {
+      if !ok { problems.append(.io(file: file, reason: "`\(key(field))` is \(value); expected \(expected)")) }
     }
+    for (field, value) in [
+      ("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+      ("num_hidden_layers", layers), ("num_attention_heads", heads), ("num_key_value_heads", kvHeads),
+      ("head_dim", headDim), ("max_position_embeddings", maxPositionEmbeddings),
+    ] {
+      require(value >= 1, field, String(value), "a positive integer")
+    }
+    require(headDim % 2 == 0, "head_dim", String(headDim), "an even number (RoPE rotates pairs of dimensions)")
+    require(kvHeads < 1 || heads % kvHeads == 0, "num_attention_heads", String(heads), "a multiple of num_key_value_heads (\(kvHeads))")
+    require(rmsNormEps.isFinite && rmsNormEps > 0, "rms_norm_eps", "\(rmsNormEps)", "a finite number > 0")
+    require(ropeTheta.isFinite && ropeTheta > 0, "rope_theta", "\(ropeTheta)", "a finite number > 0")
+    if let s = ropeScaling {
+      require(s.factor.isFinite && s.factor > 0, "rope_scaling.factor", "\(s.factor)", "a finite number > 0")
+      require(s.lowFreqFactor.isFinite && s.lowFreqFactor > 0 && s.highFreqFactor.isFinite && s.highFreqFactor > s.lowFreqFactor,
+        "rope_scaling.high_freq_factor", "\(s.highFreqFactor)", "finite and above low_freq_factor (\(s.lowFreqFactor))")
+      require(s.originalMaxPositionEmbeddings >= 1, "rope_scaling.original_max_position_embeddings", String(s.originalMaxPositionEmbeddings), "a positive integer")
+    }
+    for (field, id) in [("bos_token_id", bosTokenID), ("pad_token_id", padTokenID)] + eosTokenIDs.map({ ("eos_token_id", Optional($0)) }) {
+      if let id { require(id >= 0 && id < max(vocabSize, 1), field, String(id), "a token id below vocab_size (\(vocabSize))") }
+    }
+    if !problems.isEmpty { throw FormatError.many(problems).flattened }
+  }
+
+  /// The tensors a Llama-family checkpoint with this config holds, and their torch shapes.
+  public var expectedTensors: [(name: String, shape: [Int])] {
+    var list: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, hiddenSize]), ("model.norm.weight", [hiddenSize])]
+    if !tieWordEmbeddings { list.append(("lm_head.weight", [vocabSize, hiddenSize])) }
+    for l in 0..<layers {
+      let p = "model.layers.\(l)."
+      list += [
+        (p + "input_layernorm.weight", [hiddenSize]), (p + "post_attention_layernorm.weight", [hiddenSize]),
+        (p + "self_attn.q_proj.weight", [qDim, hiddenSize]), (p + "self_attn.k_proj.weight", [kvDim, hiddenSize]),
+        (p + "self_attn.v_proj.weight", [kvDim, hiddenSize]), (p + "self_attn.o_proj.weight", [hiddenSize, qDim]),
+        (p + "mlp.gate_proj.weight", [intermediateSize, hiddenSize]), (p + "mlp.up_proj.weight", [intermediateSize, hiddenSize]),
+        (p + "mlp.down_proj.weight", [hiddenSize, intermediateSize]),
+      ]
+    }
+    return list
+  }
+
+  /// Checks the config against the tensors that exist, before anything is allocated from it: the layer
+  /// count (no block missing, none beyond it) and every weight's shape. A config that lies about either
+  /// is refused with every disagreement listed (the first few per kind), naming the file and tensor.
+  public func checkTensors(_ infos: [TensorInfo], file: String, configFile: String) throws(FormatError) {
+    var problems: [FormatError] = []
+    let shapes = Dictionary(infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
+    var stored = -1
+    for info in infos where info.name.hasPrefix("model.layers.") {
+      if let l = Int(info.name.dropFirst("model.layers.".count).prefix { $0 != "." }) { stored = max(stored, l) }
+    }
+    if stored + 1 != layers {
+      problems.append(.io(file: configFile, reason: "num_hidden_layers is \(layers), but \(file) holds \(stored + 1) blocks (model.layers.0-\(stored))"))
+    }
+    guard layers <= stored + 1 else { throw FormatError.many(problems).flattened }
+    var missing: [String] = [], wrong: [String] = []
+    for (name, shape) in expectedTensors {
+      guard let found = shapes[name] else {
+        missing.append(name)
+        continue
+      }
+      if found != shape { wrong.append("`\(name)` is \(found), the config implies \(shape)") }
+    }
+    if !missing.isEmpty {
+      problems.append(.io(file: file, reason: "\(missing.count) tensors the config needs are missing: \(missing.prefix(3).joined(separator: ", "))\(missing.count > 3 ? ", …" : "")"))
+    }
+    if !wrong.isEmpty {
+      problems.append(.io(file: configFile, reason: "the config contradicts \(wrong.count) tensor shapes: \(wrong.prefix(3).joined(separator: "; "))\(wrong.count > 3 ? "; …" : "")"))
+    }
+    if !problems.isEmpty { throw FormatError.many(problems).flattened }
+  }
+}
+
+/// Typed reads of a JSON object's fields: a present key of the wrong type is an error that names the
+/// key, the type found and the type expected (never reported as missing).
+public struct JSONFields {
+  public let object: JSONObject
+  public let file: String
+  public var prefix = ""
+
+  public init(object: JSONObject, file: String, prefix: String = "") {
+    (self.object, self.file, self.prefix) = (object, file, prefix)
+  }
+
+  func wrongType(_ key: String, _ expected: String) -> FormatError {
+    .io(file: file, reason: "`\(prefix)\(key)` is \(JSONFields.describe(object[key]!)); expected \(expected)")
+  }
+
+  static func describe(_ value: JSONValue) -> String {
+    switch value {
+    case .null: return "null"
+    case .bool(let b): return "a boolean (\(b))"
+    case .number(let n): return "the number \(n)"
+    case .string(let s): return "a string (\"\(s.prefix(40))\")"
+    case .array: return "an array"
+    case .object: return "an object"
+    }
+  }
+
+  /// nil when absent (or null); an error when present and not a non-negative integer.
+  public func int(_ key: String) throws(FormatError) -> Int? {
+    guard let value = object[key], value != .null else { return nil }
+    guard let v = value.intValue else { throw wrongType(key, "a non-negative integer") }
+    return v
+  }
+  public func double(_ key: String) throws(FormatError) -> Double? {
+    guard let value = object[key], value != .null else { return nil }
+    guard let v = value.doubleValue else { throw wrongType(key, "a number") }
+    return v
+  }
+  public func bool(_ key: String) throws(FormatError) -> Bool? {
+    guard let value = object[key], value != .null else { return nil }
+    guard let v = value.boolValue else { throw wrongType(key, "true or false") }
+    return v
+  }
+  public func string(_ key: String) throws(FormatError) -> String? {
+    guard let value = object[key], value != .null else { return nil }
+    guard let v = value.stringValue else { throw wrongType(key, "a string") }
+    return v
   }
 }
 
 extension LlamaConfig {
   /// The config of an open checkpoint: a GGUF carries it in its metadata, anything else has config.json
   /// in the checkpoint's directory.
+  /// The config is checked against the tensors the checkpoint holds (`checkTensors`).
   public static func of(_ reader: any CheckpointReader) throws(FormatError) -> LlamaConfig {
     if let gguf = reader as? GGUFCheckpoint { return gguf.config }
-    return try LlamaConfig(contentsOf: FileSystem.checkpointDirectory(of: reader.path))
+    let directory = FileSystem.checkpointDirectory(of: reader.path)
+    let config = try LlamaConfig(contentsOf: directory)
+    try config.checkTensors(reader.infos, file: reader.path, configFile: directory + "/config.json")
+    return config
   }
 }
 

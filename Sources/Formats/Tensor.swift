@@ -1,6 +1,12 @@
 // A named, shaped, typed view over bytes: either a slice of a memory-mapped file or bytes it owns.
 // No math beyond dtype conversion lives here (that is Surgery's job).
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// What a header says about a tensor, before any data is touched.
 public struct TensorInfo: Equatable, Sendable {
   public var name: String
@@ -35,8 +41,18 @@ public final class OwnedBytes: @unchecked Sendable {
   public init(count: Int) {
     self.count = count
     pointer = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(count, 1), alignment: 64)
+    ownsAlignedAllocation = false
   }
-  deinit { pointer.deallocate() }
+  /// nil when the allocator refuses (posix_memalign; see OwnedBytes.allocate).
+  init?(failable count: Int) {
+    var raw: UnsafeMutableRawPointer?
+    guard count >= 0, posix_memalign(&raw, 64, Swift.max(count, 1)) == 0, let raw else { return nil }
+    self.count = count
+    pointer = raw
+    ownsAlignedAllocation = true
+  }
+  private let ownsAlignedAllocation: Bool
+  deinit { if ownsAlignedAllocation { free(pointer) } else { pointer.deallocate() } }
   public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
   public var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: pointer, count: count) }
 }

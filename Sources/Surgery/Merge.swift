@@ -196,6 +196,9 @@ extension Merge {
   public static func run(
     base: any CheckpointReader, adapterDirectory: String, output: String, options: MergeOptions
   ) throws(SurgeryError) -> MergeReport {
+    do {
+      try OutputPath.claim(output, overwrite: options.output.overwrite, inputs: [base.path, adapterDirectory])
+    } catch { throw .format(error) }
     let plan = try plan(base: base, adapterDirectory: adapterDirectory, allowDensify: options.allowDensify)
     let (adapter, factors) = (plan.adapter, plan.factors)
 

@@ -183,7 +183,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
   private func decodeEspalier(_ info: TensorInfo, _ d: JSONObject, _ fail: (String) -> FormatError) throws(FormatError) -> Tensor {
     let size = info.dtype.bits / 8
     let (rows, cols) = SparseMasks.rowsAndCols(info.shape)
-    let output = OwnedBytes(count: info.byteCount!)
+    let output = try OwnedBytes.allocate(info.byteCount!, file: file(of: info.name), what: "tensor `\(info.name)`")
     let encoding = d["encoding"]?.stringValue ?? ""
     func frames(_ key: String) throws(FormatError) -> [Int] {
       guard let list = d[key]?.arrayValue?.compactMap(\.intValue), list.count == d[key]?.arrayValue?.count else { throw fail("descriptor lacks `\(key)`") }
@@ -191,7 +191,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
     }
     func inflate(_ kind: String, _ key: String, elementSize: Int, chunk: Int, count: Int) throws(FormatError) -> OwnedBytes {
       let part = try storage.tensor(EspalierSparse.part(info.name, kind))
-      let plain = OwnedBytes(count: count)
+      let plain = try OwnedBytes.allocate(count, file: file(of: info.name), what: "tensor `\(info.name)` (\(kind))")
       let list = try frames(key)
       if let problem = part.withUnsafeBytes({ ZstdFrames.decompress($0, frames: list, elementSize: elementSize, chunkElements: chunk, into: plain.mutableBytes) }) {
         throw fail("\(kind): \(problem)")
@@ -255,7 +255,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
       }
       if offsets != expected { throw fail("\(module).row_offsets is not the running count of the bitmask's rows") }
     }
-    let output = OwnedBytes(count: info.byteCount!)
+    let output = try OwnedBytes.allocate(info.byteCount!, file: file(of: info.name), what: "tensor `\(info.name)`")
     mask.withUnsafeBytes { m in
       values.withUnsafeBytes { v in SparseMasks.decodeBitmask(m, v, rows: rows, cols: cols, elementSize: size, into: output.mutableBytes) }
     }

@@ -138,7 +138,7 @@ public final class GGUFFile: @unchecked Sendable {
   /// The tensor widened to f32 in torch order (a fresh owned tensor named `name`).
   public func dequantized(_ info: GGUFTensorInfo, as name: String? = nil) throws(FormatError) -> Tensor {
     let n = info.elementCount
-    let storage = OwnedBytes(count: n * 4)
+    let storage = try OwnedBytes.allocate(n * 4, file: path, what: "tensor `\(info.name)` widened to f32")
     let out = storage.pointer.bindMemory(to: Float.self, capacity: max(n, 1))
     guard GGUFQuants.dequantize(info.type, from: rawBytes(info), to: out, count: n) else {
       throw .unsupportedGGMLType(file: path, tensor: info.name, type: info.type.name)
@@ -206,21 +206,22 @@ public enum GGUFParser {
       let nDims = try c.u32()
       guard nDims <= 4 else { throw .tooManyDimensions(tensor: name, count: nDims) }
       var dims: [Int] = []
-      var elements: Int64 = 1
+      // The product of the dims with zeros counted as ones must fit: a zero dim makes the tensor empty,
+      // but code that multiplies the torch shape in another order would still overflow on the others.
+      var extent: Int64 = 1
       for _ in 0..<nDims {
         let d = Int64(bitPattern: try c.u64())
         guard d >= 0 else { throw .invalidDimension(tensor: name, value: d) }
-        let (p, o) = elements.multipliedReportingOverflow(by: d)
+        let (p, o) = extent.multipliedReportingOverflow(by: Swift.max(d, 1))
         guard !o, p < Int64.max else { throw .elementCountOverflow(tensor: name) }
-        elements = p
+        extent = p
         dims.append(Int(d))
       }
       let typeID = try c.u32()
       guard let type = GGMLType(id: typeID) else { throw .unknownType(tensor: name, id: typeID) }
       let ne0 = dims.first ?? 1
-      guard let rowBytes = type.rowBytes(ne0) else {
-        throw .rowNotWholeBlocks(tensor: name, ne0: ne0, blockSize: type.blockSize)
-      }
+      guard ne0 % type.blockSize == 0 else { throw .rowNotWholeBlocks(tensor: name, ne0: ne0, blockSize: type.blockSize) }
+      guard let rowBytes = type.rowBytes(ne0) else { throw .elementCountOverflow(tensor: name) }
       var byteCount = rowBytes
       for d in dims.dropFirst() {
         let (p, o) = byteCount.multipliedReportingOverflow(by: d)
@@ -230,18 +231,25 @@ public enum GGUFParser {
       let offset = try c.u64()
       guard offset == UInt64(expectedOffset) else { throw .offsetMismatch(tensor: name, offset: offset, expected: expectedOffset) }
       tensors.append(GGUFTensorInfo(name: name, dims: dims, type: type, offset: expectedOffset, byteCount: byteCount))
-      let (next, o) = expectedOffset.addingReportingOverflow(padded(byteCount, alignment))
-      guard !o else { throw .elementCountOverflow(tensor: name) }
+      guard let size = padded(byteCount, alignment), case (let next, false) = expectedOffset.addingReportingOverflow(size) else {
+        throw .elementCountOverflow(tensor: name)
+      }
       expectedOffset = next
     }
-    let dataStart = padded(c.position, alignment)
+    guard let dataStart = padded(c.position, alignment) else { throw .truncated(at: c.position) }
     for t in tensors {
-      guard dataStart <= bytes.count, t.offset + t.byteCount <= bytes.count - dataStart else { throw .dataTruncated(tensor: t.name) }
+      guard dataStart <= bytes.count, t.byteCount <= bytes.count - dataStart, t.offset <= bytes.count - dataStart - t.byteCount else {
+        throw .dataTruncated(tensor: t.name)
+      }
     }
     return Result(version: version, keys: keys, metadata: metadata, tensors: tensors, alignment: alignment, dataStart: dataStart)
   }
 
-  static func padded(_ x: Int, _ alignment: Int) -> Int { x + (alignment - x % alignment) % alignment }
+  /// `x` rounded up to a multiple of `alignment`, or nil on overflow.
+  static func padded(_ x: Int, _ alignment: Int) -> Int? {
+    let (p, o) = x.addingReportingOverflow((alignment - x % alignment) % alignment)
+    return o ? nil : p
+  }
 
   struct Cursor {
     let bytes: UnsafeRawBufferPointer
@@ -284,8 +292,9 @@ public enum GGUFParser {
         let elementType = try u32()
         guard elementType <= 12 else { throw .invalidValueType(key: key, type: elementType) }
         let count = try u64()
-        // Each element takes at least one byte, so a count beyond the bytes left is a lie.
-        guard count <= maxArrayCount, count <= UInt64(bytes.count - position) else {
+        // Each element takes at least its smallest encoding, so a count beyond what the bytes left can
+        // hold is a lie (and an allocation the file does not pay for).
+        guard count <= maxArrayCount, count <= UInt64((bytes.count - position) / Self.smallestEncoding(elementType)) else {
           throw .countTooLarge(what: "array `\(key)`", count: count)
         }
         var items: [GGUFValue] = []
@@ -296,6 +305,17 @@ public enum GGUFParser {
       case 11: return .int64(try load(Int64.self))
       case 12: return .float64(Double(bitPattern: try load(UInt64.self)))
       default: throw .invalidValueType(key: key, type: type)
+      }
+    }
+
+    /// Bytes the smallest value of a metadata type takes (a string: its u64 length; an array: its type and count).
+    static func smallestEncoding(_ type: UInt32) -> Int {
+      switch type {
+      case 0, 1, 7: return 1
+      case 2, 3: return 2
+      case 4, 5, 6: return 4
+      case 8, 10, 11, 12: return 8
+      default: return 12
       }
     }
   }

@@ -28,6 +28,8 @@ public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
     }
     self.infos = infos
     self.byName = byName
+    // The metadata must describe the tensors the file holds (a converted checkpoint carries it as config.json).
+    try p.checkTensors(infos, file: path, configFile: path)
   }
 
   public func tensor(_ name: String) throws(FormatError) -> Tensor {
@@ -40,7 +42,7 @@ public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
       stored = try file.dequantized(g, as: name)
     }
     guard let heads, let rows = info.shape.first, rows > 0 else { return stored }
-    let storage = OwnedBytes(count: stored.byteCount)
+    let storage = try OwnedBytes.allocate(stored.byteCount, file: path, what: "tensor `\(name)`")
     try stored.withUnsafeBytes { (b) throws(FormatError) in
       try QKPermutation.unpermute(b.baseAddress!, into: storage.pointer, rows: rows, rowBytes: b.count / rows, heads: heads)
     }

@@ -52,8 +52,22 @@ public enum GGUFLlama {
       padTokenID: file.metadata["tokenizer.ggml.padding_token_id"]?.intValue,
       outputBias: file.info("blk.0.attn_output.bias") != nil)
     if !missing.isEmpty { throw FormatError.many(missing).flattened }
+    try p.checkValues(file: file.path) { ggufKeys[$0] ?? $0 }
     return p
   }
+
+  /// The GGUF key each config field is read from, for messages that name what the file holds.
+  static let ggufKeys: [String: String] = [
+    "vocab_size": "llama.vocab_size (or the length of tokenizer.ggml.tokens)", "hidden_size": "llama.embedding_length",
+    "intermediate_size": "llama.feed_forward_length", "num_hidden_layers": "llama.block_count",
+    "num_attention_heads": "llama.attention.head_count", "num_key_value_heads": "llama.attention.head_count_kv",
+    "head_dim": "llama.attention.key_length", "max_position_embeddings": "llama.context_length",
+    "rms_norm_eps": "llama.attention.layer_norm_rms_epsilon", "rope_theta": "llama.rope.freq_base",
+    "rope_scaling.factor": "llama.rope.scaling.factor",
+    "rope_scaling.original_max_position_embeddings": "llama.rope.scaling.original_context_length",
+    "bos_token_id": "tokenizer.ggml.bos_token_id", "eos_token_id": "tokenizer.ggml.eos_token_id",
+    "pad_token_id": "tokenizer.ggml.padding_token_id",
+  ]
 
   /// A float from f32 metadata as its shortest decimal form (1e-05, not 9.99999974e-06).
   static func number(_ x: Float) -> JSONValue {

@@ -74,7 +74,7 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
   public func tensor(_ name: String) throws(FormatError) -> Tensor {
     guard let d = datasets[name] else { throw .tensorNotFound(file: path, tensor: name) }
     guard let byteCount = d.info.byteCount else { throw .validationOverflow(file: path, tensor: name) }
-    let storage = OwnedBytes(count: byteCount)
+    let storage = try OwnedBytes.allocate(byteCount, file: path, what: "dataset `\(d.path)`")
     if byteCount > 0 {
       guard let dataset = H5ID(H5Dopen2(file.id, d.path, espalier_H5P_DEFAULT()), H5Dclose),
         H5Dread(dataset.id, d.memoryType.id, espalier_H5S_ALL(), espalier_H5S_ALL(), espalier_H5P_DEFAULT(), storage.pointer) >= 0

@@ -148,10 +148,23 @@ public struct FinetuneSettings: Sendable {
 
 public enum Finetune {
   /// Trains adapters on the checkpoint at `modelPath` with the records of `dataPath`, into `output`.
+  /// Checks OUT before anything is loaded: absent, or a run to --resume, or (--overwrite) a directory
+  /// holding only what a run writes; never a symbolic link, nor the model or the data (OutputPath).
+  static func claim(
+    _ output: String, modelPath: String, dataPath: String, options o: FinetuneOptions, calibration: String? = nil
+  ) throws(SurgeryError) {
+    do {
+      try OutputPath.claim(
+        output, overwrite: o.overwrite, inputs: [modelPath, dataPath] + (calibration.map { [$0] } ?? []),
+        existing: o.resume ? .resumable : .refused)
+    } catch { throw .format(error) }
+  }
+
   public static func run(
     modelPath: String, dataPath: String, output: String, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
   ) throws(SurgeryError) -> FinetuneReport {
     if o.method == .losa { throw .invalidRequest("--method losa runs through LoSA.run (it needs --sparsity)") }
+    try claim(output, modelPath: modelPath, dataPath: dataPath, options: o)
     let started = Date()
     let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen, residency: o.residency)
     let T = min(o.seqLen, llama.config.maxPositionEmbeddings)

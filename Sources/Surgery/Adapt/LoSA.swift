@@ -112,6 +112,7 @@ public enum LoSA {
   ) throws(SurgeryError) -> FinetuneReport {
     try losa.check(rank: o.rank)
     guard !o.resume else { throw .invalidRequest("--resume is not supported for --method losa (each iteration rewrites the base)") }
+    try Finetune.claim(output, modelPath: modelPath, dataPath: dataPath, options: o, calibration: losa.calibration)
     let started = Date()
     let config = try SurgeryError.wrapping(modelPath) { try LlamaConfig.of(try Checkpoint.open(modelPath)) }
     let T = min(o.seqLen, config.maxPositionEmbeddings)

@@ -12,9 +12,7 @@ public enum PrunedCheckpoint {
     convert: ConvertOptions, reference: LlamaModel? = nil, prepareBlock: ((Int) throws(SurgeryError) -> Void)? = nil,
     progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> (report: PruneReport, files: [String]) {
-    guard convert.overwrite || !FileSystem.exists(output) else {
-      throw .format(.io(file: output, reason: "already exists (pass --overwrite to replace it)"))
-    }
+    do { try OutputPath.claim(output, overwrite: convert.overwrite, inputs: [input.path]) } catch { throw .format(error) }
     let infos = input.infos.map { info -> TensorInfo in
       var out = info
       if let dtype, info.dtype.isFloatingPoint { out.dtype = dtype }

@@ -21,18 +21,7 @@ public enum SystemMemory {
   }
 
   /// MemAvailable from /proc/meminfo, in bytes (nil where it cannot be read).
-  public static var available: Int? {
-    guard let file = fopen("/proc/meminfo", "r") else { return nil }
-    defer { fclose(file) }
-    var line = [CChar](repeating: 0, count: 256)
-    while fgets(&line, Int32(line.count), file) != nil {
-      let text = String(cString: line)
-      guard text.hasPrefix("MemAvailable:") else { continue }
-      let digits = text.dropFirst("MemAvailable:".count).filter(\.isNumber)
-      return Int(digits).map { $0 * 1024 }
-    }
-    return nil
-  }
+  public static var available: Int? { MemoryLimit.available }
 }
 
 public enum Planning {
@@ -44,7 +33,10 @@ public enum Planning {
       let object = try JSONFile.object(config)
       let llama = try LlamaConfig(json: object, file: config)
       let dtype = (object["torch_dtype"]?.stringValue ?? object["dtype"]?.stringValue).flatMap(DType.init(torchName:))
-      if let reader = try? Checkpoint.open(path) { return ModelFacts.of(reader, config: llama) }
+      if let reader = try? Checkpoint.open(path) {
+        try llama.checkTensors(reader.infos, file: reader.path, configFile: config)
+        return ModelFacts.of(reader, config: llama)
+      }
       return ModelFacts(config: llama, storedBytes: max(1, (dtype?.bits ?? 16) / 8))
     }
     let reader = try Checkpoint.open(path)

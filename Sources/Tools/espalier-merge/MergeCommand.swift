@@ -32,10 +32,6 @@ struct MergeCommand: ParsableCommand {
   @OptionGroup var out: OutputOptions
   @OptionGroup var reporting: ReportOptions
 
-  func validate() throws {
-    if !out.overwrite && FileManager.default.fileExists(atPath: output) { throw ValidationError("\(output) exists; pass --overwrite to replace it") }
-  }
-
   func run() throws {
     try runReportingErrors {
       let clock = Stopwatch()
