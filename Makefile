@@ -3,7 +3,7 @@
 
 SWIFT       ?= swift
 BUILD       := .build/release
-APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev pkg-config
+APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev zlib1g-dev pkg-config
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 
@@ -87,11 +87,11 @@ fixtures-sparse: build ## compressed-tensors 0.14.0.1 goldens, and its check of 
 	cd fixtures/sparse && $(abspath $(CT_VENV))/bin/python ../make_sparse_goldens.py check \
 	  $(foreach c,$(SPARSE_CASES),$(c) ours-bitmask-$(c)) dense-24-f16 ours-24-dense-24-f16 --out ct_interop_result.json
 
-fuzz-build: deps ## build the libFuzzer target for the safetensors reader into fuzz/bin
+fuzz-build: deps ## build the libFuzzer targets (safetensors gguf hdf5 compressed tokenizer config) into fuzz/bin
 	bash fuzz/build.sh
 
-fuzz: fuzz-build ## fuzz the safetensors reader (FUZZ_SECONDS, default 600)
-	bash fuzz/run.sh $${FUZZ_SECONDS:-600}
+fuzz: fuzz-build ## fuzz every reader in turn, FUZZ_SECONDS each (default 600); non-zero exit on a crash
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} bash fuzz/run.sh
 
 clean: ## remove build outputs
 	rm -rf .build fuzz/bin bench/out models

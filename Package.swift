@@ -27,11 +27,12 @@ let package = Package(
     .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke", providers: [.apt(["liblapacke-dev"])]),
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
     .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     // glibc's mallopt (part of libc: nothing to install).
     .systemLibrary(name: "CMalloc"),
 
     // Everything about bytes: dtypes, tensors, safetensors, checkpoints.
-    .target(name: "Formats", dependencies: ["CHDF5", "CZstd"], exclude: ["README.md"]),
+    .target(name: "Formats", dependencies: ["CHDF5", "CZstd", "CZlib"], exclude: ["README.md"]),
     // Everything about math on weights.
     .target(name: "Surgery", dependencies: ["Formats", "CBLAS", "CLAPACKE"], exclude: ["README.md"]),
     // Shared option groups, reports, exit codes and atomic output for the executables.

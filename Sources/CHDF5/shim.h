@@ -33,3 +33,65 @@ static inline hid_t espalier_H5T_STD_I64LE(void) { return H5T_STD_I64LE; }
 static inline hid_t espalier_H5T_STD_U64LE(void) { return H5T_STD_U64LE; }
 static inline hid_t espalier_H5P_DATASET_CREATE(void) { return H5P_DATASET_CREATE; }
 static inline hid_t espalier_H5P_LINK_CREATE(void) { return H5P_LINK_CREATE; }
+
+// A crash inside libhdf5 on a corrupt file (some bit-flipped files crash h5dump too) ends the process
+// with exit 2 and a message naming the file, instead of a signal. Armed only around libhdf5 calls
+// (HDF5Library.guarded); a fault anywhere else goes to the handler that was installed before (Swift's
+// backtracer), by restoring it and returning so that the faulting instruction runs again.
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+// The guard's state lives in function-local statics: Swift emits the inline functions it calls, not
+// file-scope variables of an imported header.
+static inline char *espalier_crash_message(void) {
+  static char message[1024];
+  return message;
+}
+static inline volatile sig_atomic_t *espalier_crash_armed(void) {
+  static volatile sig_atomic_t armed = 0;
+  return &armed;
+}
+static inline struct sigaction *espalier_crash_previous(void) {
+  static struct sigaction previous[32];
+  return previous;
+}
+
+static void espalier_crash_handler(int sig) {
+  if (*espalier_crash_armed() > 0) {
+    const char *message = espalier_crash_message();
+    ssize_t ignored = write(2, message, strlen(message));
+    (void)ignored;
+    _exit(2);
+  }
+  sigaction(sig, &espalier_crash_previous()[sig], NULL);
+}
+
+static inline void espalier_crash_guard_install(void) {
+  static int installed = 0;
+  if (installed) return;
+  installed = 1;
+  static char stack[1 << 16];
+  stack_t alternate = {0};
+  alternate.ss_sp = stack;
+  alternate.ss_size = sizeof stack;
+  sigaltstack(&alternate, NULL);
+  int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+  for (int i = 0; i < 4; i++) {
+    struct sigaction action = {0};
+    action.sa_handler = espalier_crash_handler;
+    action.sa_flags = SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(signals[i], &action, &espalier_crash_previous()[signals[i]]);
+  }
+}
+
+/// Arms the guard with the message to print (copied; truncated to fit).
+static inline void espalier_crash_guard_arm(const char *message) {
+  char *target = espalier_crash_message();
+  strncpy(target, message, 1023);
+  target[1023] = 0;
+  *espalier_crash_armed() = 1;
+}
+
+static inline void espalier_crash_guard_disarm(void) { *espalier_crash_armed() = 0; }

@@ -159,4 +159,10 @@ extension FormatError {
     if case .many(let list) = self, list.count == 1 { return list[0] }
     return self
   }
+
+  /// The single problems a (possibly collected) error holds.
+  public var problems: [FormatError] {
+    if case .many(let list) = self { return list.flatMap(\.problems) }
+    return [self]
+  }
 }

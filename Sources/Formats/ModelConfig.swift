@@ -75,6 +75,10 @@ public struct LlamaConfig: Equatable, Sendable {
     var problems: [FormatError] = []
     let fields = JSONFields(object: o, file: file)
     func int(_ key: String) -> Int {
+      if o[key] == .null {
+        problems.append(fields.wrongType(key, "a positive integer"))
+        return 0
+      }
       do throws(FormatError) {
         guard let v = try fields.int(key) else {
           problems.append(.missingMetadata(file: file, key: key))
@@ -163,20 +167,26 @@ public struct LlamaConfig: Equatable, Sendable {
     if !problems.isEmpty { throw FormatError.many(problems).flattened }
   }
 
-  /// The tensors a Llama-family checkpoint with this config holds, and their torch shapes.
+  /// The tensors a Llama-family checkpoint with this config holds and their torch shapes, in the order
+  /// the engine lays its parameters out (block by block; biases after their group's weights).
   public var expectedTensors: [(name: String, shape: [Int])] {
-    var list: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, hiddenSize]), ("model.norm.weight", [hiddenSize])]
-    if !tieWordEmbeddings { list.append(("lm_head.weight", [vocabSize, hiddenSize])) }
+    var list: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, hiddenSize])]
     for l in 0..<layers {
       let p = "model.layers.\(l)."
-      list += [
-        (p + "input_layernorm.weight", [hiddenSize]), (p + "post_attention_layernorm.weight", [hiddenSize]),
-        (p + "self_attn.q_proj.weight", [qDim, hiddenSize]), (p + "self_attn.k_proj.weight", [kvDim, hiddenSize]),
-        (p + "self_attn.v_proj.weight", [kvDim, hiddenSize]), (p + "self_attn.o_proj.weight", [hiddenSize, qDim]),
-        (p + "mlp.gate_proj.weight", [intermediateSize, hiddenSize]), (p + "mlp.up_proj.weight", [intermediateSize, hiddenSize]),
-        (p + "mlp.down_proj.weight", [hiddenSize, intermediateSize]),
-      ]
+      /// A group of projections (out, in): their weights, then their biases when the config has them.
+      func projections(_ group: [(String, Int, Int)], bias: Bool) {
+        for (name, out, inp) in group { list.append((p + name + ".weight", [out, inp])) }
+        if bias { for (name, out, _) in group { list.append((p + name + ".bias", [out])) } }
+      }
+      let (hidden, q, kv, mlp) = (hiddenSize, qDim, kvDim, intermediateSize)
+      list.append((p + "input_layernorm.weight", [hidden]))
+      projections([("self_attn.q_proj", q, hidden), ("self_attn.k_proj", kv, hidden), ("self_attn.v_proj", kv, hidden)], bias: attentionBias)
+      projections([("self_attn.o_proj", hidden, q)], bias: outputBias)
+      list.append((p + "post_attention_layernorm.weight", [hidden]))
+      projections([("mlp.gate_proj", mlp, hidden), ("mlp.up_proj", mlp, hidden), ("mlp.down_proj", hidden, mlp)], bias: mlpBias)
     }
+    list.append(("model.norm.weight", [hiddenSize]))
+    if !tieWordEmbeddings { list.append(("lm_head.weight", [vocabSize, hiddenSize])) }
     return list
   }
 
@@ -295,6 +305,11 @@ public enum CheckpointConfig: Sendable {
     do { root = try JSONFile.object(path) } catch { return .invalid(file: path, reason: "\(error)") }
     do {
       let config = try LlamaConfig(json: root, file: path)
+      for key in ["torch_dtype", "dtype"] {
+        if let value = root[key], value != .null, value.stringValue == nil {
+          return .foreign(file: path, reason: "`\(key)` is \(JSONFields.describe(value)); expected a dtype name such as \"bfloat16\"")
+        }
+      }
       let torchDtype = root["torch_dtype"]?.stringValue ?? root["dtype"]?.stringValue
       return .llama(config, torchDtype: torchDtype, dtype: torchDtype.flatMap(DType.init(torchName:)))
     } catch {

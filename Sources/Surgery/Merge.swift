@@ -52,6 +52,12 @@ public enum Merge {
     var values = merged
     var raised = 0
     let tiny = smallestNormal(dtype)
+    /// A merged value that is not finite where the base's is: the adapter overflows the weight.
+    func refuseNonFinite(_ v: [Float]) throws(FormatError) {
+      let bad = v.indices.reduce(0) { $0 + (!v[$1].isFinite && weight[$1].isFinite ? 1 : 0) }
+      if bad > 0 { throw .io(file: name, reason: "merging gives \(bad) NaN/Inf values in \(dtype) (the adapter overflows the weight); nothing written") }
+    }
+    try refuseNonFinite(values)
     func fix(_ k: Int) {
       let negative = values[k] == 0 ? weight[k] < 0 : values[k] < 0
       values[k] = negative ? -tiny : tiny
@@ -61,6 +67,7 @@ public enum Merge {
     var tensor = try Tensor(name: name, shape: shape, float32: values, as: dtype)
     if dtype != .f32 {
       let back = try tensor.float32()
+      try refuseNonFinite(back)
       var underflowed = false
       for k in values.indices where weight[k] != 0 && back[k] == 0 {
         fix(k)
@@ -97,10 +104,16 @@ public struct AdapterDescription: Sendable {
   public var rank: Int
   public var baseFingerprint: String?
   public var prefixes: [String]
+  /// adapter_config.json as read.
+  public var config: PEFTAdapterConfig
+  /// Whether the scale came from espalier.json (else it is the one adapter_config.json implies).
+  public var scaleRecorded: Bool
 
   public init(directory: String, weights: SafetensorsFile) throws(SurgeryError) {
     let config: PEFTAdapterConfig
     do { config = try PEFTAdapter.readConfig(directory) } catch { throw .format(error) }
+    self.config = config
+    scaleRecorded = false
     let recorded: EspalierAdapterRecord?
     do { recorded = try EspalierAdapterRecord.read(directory) } catch { throw .format(error) }
     if let recorded {
@@ -109,6 +122,7 @@ public struct AdapterDescription: Sendable {
       }
       self.method = method
       scale = Float(recorded.scale)
+      scaleRecorded = true
       baseFingerprint = recorded.baseFingerprint
     } else {
       method = .lora
@@ -136,13 +150,41 @@ public struct MergePlan {
   /// The merged f32 weight of `info` (a base weight this adapter touches), from the base's values.
   public func merged(_ info: TensorInfo, base w: [Float]) throws(FormatError) -> [Float]? {
     guard info.name.hasSuffix(".weight"), let (a, b) = factors[String(info.name.dropLast(7))] else { return nil }
+    let (aValues, bValues) = (try weights.tensor(a.name).float32(), try weights.tensor(b.name).float32())
+    for (name, values) in [(a.name, aValues), (b.name, bValues)] {
+      let bad = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+      if bad > 0 { throw .io(file: weights.path, reason: "adapter tensor `\(name)` holds \(bad) NaN/Inf values; nothing merged") }
+    }
     return Merge.mergedWeight(
-      method: adapter.method, weight: w, out: info.shape[0], inp: info.shape[1], a: try weights.tensor(a.name).float32(),
-      b: try weights.tensor(b.name).float32(), rank: a.shape[0], scale: adapter.scale)
+      method: adapter.method, weight: w, out: info.shape[0], inp: info.shape[1], a: aValues, b: bValues, rank: a.shape[0],
+      scale: adapter.scale)
   }
 }
 
 extension Merge {
+  /// What adapter_config.json (and espalier.json) say about one adapted module, against its tensors: PEFT
+  /// must adapt it (target_modules, layers_to_transform), at the rank its lora_A has, with the scale
+  /// espalier.json records. Loaders that trust the config would otherwise build another model than merge.
+  static func configProblems(_ adapter: AdapterDescription, _ prefix: String, rank: Int) -> [String] {
+    let config = adapter.config
+    var problems: [String] = []
+    if !config.covers(prefix) {
+      problems.append("`\(prefix)` has factors, but adapter_config.json's target_modules \(config.targetModules)"
+        + (config.layersToTransform.map { " / layers_to_transform \($0)" } ?? "") + " do not cover it")
+    }
+    guard adapter.method != .spp else { return problems }  // SPP's factors are not rank-r (its r is unused)
+    if config.rank(of: prefix) != rank {
+      problems.append("`\(prefix)`: lora_A has rank \(rank), adapter_config.json says r = \(config.rank(of: prefix))")
+    } else if adapter.scaleRecorded {
+      let implied = config.scale(of: prefix)
+      if abs(implied - Double(adapter.scale)) > 1e-5 * abs(implied) {
+        problems.append("`\(prefix)`: espalier.json's scale \(adapter.scale) disagrees with adapter_config.json "
+          + "(lora_alpha \(config.alphaPattern[prefix] ?? config.alpha), r \(config.rank(of: prefix)), use_rslora \(config.useRSLoRA) give \(implied))")
+      }
+    }
+    return problems
+  }
+
   /// Reads the adapter in `adapterDirectory` and checks it against `base`: method, shapes and the recorded
   /// base fingerprint. Every mismatch is listed in one `.checkpoint(path: adapterDirectory, ...)` error.
   public static func plan(base: any CheckpointReader, adapterDirectory: String, allowDensify: Bool) throws(SurgeryError) -> MergePlan {
@@ -172,6 +214,7 @@ extension Merge {
         continue
       }
       factors[prefix] = (a, b)
+      problems += configProblems(adapter, prefix, rank: a.shape.first ?? 0)
     }
     if let recorded = adapter.baseFingerprint, problems.isEmpty {
       var hasher = BaseFingerprint()

@@ -115,26 +115,29 @@ public enum Verifier {
     let config: LlamaConfig, torchDtype: String?, dtype: DType?
     switch CheckpointConfig.of(model) {
     case .absent:
-      report.notes.append("no config.json beside the weights: names, shapes and dtypes not checked against one")
+      // A checkpoint without its config is one transformers cannot load: the gate fails it.
+      report.failures.append("no config.json beside the weights (transformers cannot load the checkpoint without it)")
       return
     case .invalid(_, let reason):
       report.failures.append(reason)
       return
     case .foreign(let file, let reason):
-      report.notes.append("\(file) is not a Llama config (\(reason)): names and shapes not checked against it")
+      report.failures.append("\(file) is not a usable Llama-family config: \(reason)")
       return
     case .llama(let c, let t, let d): (config, torchDtype, dtype) = (c, t, d)
     }
-    let available = Dictionary(model.infos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-    let expected = LlamaTensors.names(config)
-    for (name, shape) in expected {
-      guard let info = available[name] else {
-        report.failures.append("`\(name)` is missing (config.json implies it)")
-        continue
-      }
-      if info.shape != shape { report.failures.append("`\(name)` has shape \(info.shape), config.json implies \(shape)") }
+    do {
+      try config.checkTensors(model.infos, file: model.path, configFile: FileSystem.checkpointDirectory(of: model.path) + "/config.json")
+    } catch {
+      report.failures += error.problems.map(\.description)
+      return
     }
+    let expected = LlamaTensors.names(config)
     let known = Set(expected.map(\.0))
+    let weights = model.infos.filter { known.contains($0.name) && !$0.dtype.isFloatingPoint }
+    for info in weights {
+      report.failures.append("`\(info.name)` is \(info.dtype); weights must be a floating-point dtype")
+    }
     let extra = model.infos.filter { !known.contains($0.name) }.map(\.name)
     if !extra.isEmpty { report.notes.append("tensors config.json does not name: \(extra.prefix(5).joined(separator: ", "))\(extra.count > 5 ? ", ..." : "")") }
     if let torchDtype, let dtype {

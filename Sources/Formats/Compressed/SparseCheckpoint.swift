@@ -82,13 +82,27 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
         problems.append(.io(file: shard.path, reason: "__metadata__ `tensors` is not valid JSON: \(error)"))
         continue
       }
+      var described = Set<String>()
       for name in descriptors.keys {
         guard let d = descriptors[name]!.objectValue, let info = Self.info(name, d) else {
           problems.append(.compressed(file: shard.path, tensor: name, reason: "its descriptor lacks a valid dtype or shape"))
           continue
         }
+        guard layouts[name] == nil else {
+          problems.append(.compressed(file: shard.path, tensor: name, reason: "described twice (in two shards)"))
+          continue
+        }
         infos.append(info)
-        layouts[name] = d["encoding"]?.stringValue == "raw" ? .raw(stored: name, checksum: d["xxh64"]?.stringValue) : .espalier(descriptor: d)
+        let raw = d["encoding"]?.stringValue == "raw"
+        layouts[name] = raw ? .raw(stored: name, checksum: d["xxh64"]?.stringValue) : .espalier(descriptor: d)
+        described.formUnion(raw ? [name] : [EspalierSparse.part(name, "values"), EspalierSparse.part(name, "mask")])
+      }
+      // Every stored tensor belongs to a described one: a stray tensor (a dense copy under a described
+      // name, or one the metadata dropped) would be invisible to readers of this layout but not to others.
+      for entry in shard.entries where !described.contains(entry.info.name) {
+        problems.append(.compressed(
+          file: shard.path, tensor: entry.info.name,
+          reason: "is stored but the espalier-sparse metadata does not describe it (a dense copy, or metadata that dropped a tensor)"))
       }
     }
     if !problems.isEmpty { throw FormatError.many(problems).flattened }
@@ -114,10 +128,17 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
           guard shape.count == 2, info.byteCount != nil, entry.info.dtype.bits % 8 == 0 else {
             throw FormatError.compressed(file: storage.file(of: name), tensor: module + ".shape", reason: "\(shape) is not the shape of a 2-D \(entry.info.dtype) weight")
           }
+          guard layouts[module + ".weight"] == nil else {
+            throw FormatError.compressed(file: storage.file(of: name), tensor: module + ".weight", reason: "is stored both dense and compressed")
+          }
           infos.append(info)
           layouts[module + ".weight"] = .compressedTensors(module: module)
         } catch { problems.append(error) }
       } else {
+        guard layouts[name] == nil else {
+          problems.append(.compressed(file: storage.file(of: name), tensor: name, reason: "is stored both dense and compressed"))
+          continue
+        }
         infos.append(entry.info)
         layouts[name] = .raw(stored: name, checksum: nil)
       }

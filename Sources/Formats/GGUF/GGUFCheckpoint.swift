@@ -28,8 +28,12 @@ public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
     }
     self.infos = infos
     self.byName = byName
-    // The metadata must describe the tensors the file holds (a converted checkpoint carries it as config.json).
+    // The metadata must describe the tensors the file holds (a converted checkpoint carries it as config.json),
+    // and the vocabulary must have one token per embedding row (llama.cpp requires the same).
     try p.checkTensors(infos, file: path, configFile: path)
+    if let tokens = file.metadata["tokenizer.ggml.tokens"]?.arrayValue, tokens.count != p.vocabSize {
+      throw .io(file: path, reason: "`tokenizer.ggml.tokens` holds \(tokens.count) tokens, the embedding has \(p.vocabSize) rows")
+    }
   }
 
   public func tensor(_ name: String) throws(FormatError) -> Tensor {

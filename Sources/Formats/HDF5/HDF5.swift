@@ -25,6 +25,15 @@ final class H5ID {
 enum HDF5Library {
   /// Silences libhdf5's own error printing (we report errors ourselves). Idempotent.
   static let quiet: Void = { _ = H5Eset_auto2(espalier_H5E_DEFAULT(), nil, nil) }()
+
+  /// Runs libhdf5 calls on `file` with the crash guard armed (CHDF5/shim.h): a fault inside libhdf5 on
+  /// a corrupt file ends the process with exit 2 and a line naming the file, not with a signal.
+  static func guarded<R>(_ file: String, _ body: () throws(FormatError) -> R) throws(FormatError) -> R {
+    espalier_crash_guard_install()
+    espalier_crash_guard_arm("error: \(file): libhdf5 crashed while reading it (the file is corrupt)\n")
+    defer { espalier_crash_guard_disarm() }
+    return try body()
+  }
 }
 
 /// A tensor's dataset and how its bytes are read into memory.
@@ -46,10 +55,18 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
   public init(path: String) throws(FormatError) {
     HDF5Library.quiet
     self.path = path
+    file = try HDF5Library.guarded(path) { () throws(FormatError) in try Self.open(path) }
+    try HDF5Library.guarded(path) { () throws(FormatError) in try scan() }
+  }
+
+  private static func open(_ path: String) throws(FormatError) -> H5ID {
     guard let file = H5ID(H5Fopen(path, espalier_H5F_ACC_RDONLY(), espalier_H5P_DEFAULT()), H5Fclose) else {
       throw .hdf5(file: path, reason: "cannot open as HDF5")
     }
-    self.file = file
+    return file
+  }
+
+  private func scan() throws(FormatError) {
     guard let root = H5ID(H5Gopen2(file.id, "/", espalier_H5P_DEFAULT()), H5Gclose) else {
       throw .hdf5(file: path, reason: "cannot open the root group")
     }
@@ -76,9 +93,24 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     guard let byteCount = d.info.byteCount else { throw .validationOverflow(file: path, tensor: name) }
     let storage = try OwnedBytes.allocate(byteCount, file: path, what: "dataset `\(d.path)`")
     if byteCount > 0 {
-      guard let dataset = H5ID(H5Dopen2(file.id, d.path, espalier_H5P_DEFAULT()), H5Dclose),
-        H5Dread(dataset.id, d.memoryType.id, espalier_H5S_ALL(), espalier_H5S_ALL(), espalier_H5P_DEFAULT(), storage.pointer) >= 0
-      else { throw .hdf5(file: path, reason: "cannot read dataset `\(d.path)` (a filter may be missing)") }
+      try HDF5Library.guarded(path) { () throws(FormatError) in
+        guard let dataset = H5ID(H5Dopen2(file.id, d.path, espalier_H5P_DEFAULT()), H5Dclose),
+          let dcpl = H5ID(H5Dget_create_plist(dataset.id), H5Pclose),
+          let type = H5ID(H5Dget_type(dataset.id), H5Tclose)
+        else { throw .hdf5(file: path, reason: "cannot open dataset `\(d.path)`") }
+        // The stored chunks undo to exactly their size (libhdf5 does not check; see HDF5Chunks).
+        try HDF5Chunks.check(
+          dataset.id, dcpl: dcpl.id, shape: d.info.shape, elementSize: H5Tget_size(type.id), name: d.path, file: path,
+          fileSize: FileSystem.size(path))
+        guard H5Dread(dataset.id, d.memoryType.id, espalier_H5S_ALL(), espalier_H5S_ALL(), espalier_H5P_DEFAULT(), storage.pointer) >= 0 else {
+          let checksummed = HDF5Chunks.filters(dcpl.id).contains { $0.id == HDF5Chunks.fletcher32 }
+          throw .hdf5(
+            file: path,
+            reason: checksummed
+              ? "dataset `\(d.path)` fails its Fletcher-32 checksum: the file is corrupt"
+              : "libhdf5 cannot read dataset `\(d.path)` (its chunks passed Espalier's checks; the file is corrupt)")
+        }
+      }
     }
     return try Tensor(info: d.info, bytes: storage.bytes, owner: storage)
   }
@@ -92,16 +124,9 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     _ group: hid_t, prefix: String, into found: inout [String], visited: inout Set<UInt64>, depth: Int
   ) throws(FormatError) {
     guard depth < 64 else { throw .hdf5(file: path, reason: "groups nested deeper than 64 at `\(prefix)`") }
-    var info = H5G_info_t()
-    guard H5Gget_info(group, &info) >= 0 else { throw .hdf5(file: path, reason: "cannot list group `/\(prefix)`") }
-    for i in 0..<info.nlinks {
-      let name = try linkName(group, index: i, prefix: prefix)
+    for (name, type) in try links(group, prefix: prefix) {
       let full = prefix.isEmpty ? name : prefix + "/" + name
-      var link = H5L_info_t()
-      guard H5Lget_info(group, name, &link, espalier_H5P_DEFAULT()) >= 0 else {
-        throw .hdf5(file: path, reason: "cannot read link `/\(full)`")
-      }
-      switch link.type {
+      switch type {
       case H5L_TYPE_HARD: break
       case H5L_TYPE_SOFT: throw .hdf5(file: path, reason: "`/\(full)` is a soft link; links are not followed")
       case H5L_TYPE_EXTERNAL: throw .hdf5(file: path, reason: "`/\(full)` is an external link to another file; refused")
@@ -123,12 +148,22 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     }
   }
 
-  private func linkName(_ group: hid_t, index: hsize_t, prefix: String) throws(FormatError) -> String {
-    let size = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, index, nil, 0, espalier_H5P_DEFAULT())
-    guard size >= 0 else { throw .hdf5(file: path, reason: "cannot read a link name in `/\(prefix)`") }
-    var buffer = [CChar](repeating: 0, count: Int(size) + 1)
-    _ = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, buffer.count, espalier_H5P_DEFAULT())
-    return String(decoding: buffer.prefix(Int(size)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  /// The group's links in name order with their types, in one pass (H5Literate): looking each up by
+  /// index costs a walk of the group per link, quadratic in a file of many small datasets.
+  private func links(_ group: hid_t, prefix: String) throws(FormatError) -> [(String, H5L_type_t)] {
+    final class Collected { var links: [(String, H5L_type_t)] = [] }
+    let collected = Collected()
+    var index: hsize_t = 0
+    let status = withExtendedLifetime(collected) {
+      H5Literate(group, H5_INDEX_NAME, H5_ITER_INC, &index, { _, name, info, data in
+        guard let name, let info, let data else { return -1 }
+        let box = Unmanaged<Collected>.fromOpaque(data).takeUnretainedValue()
+        box.links.append((String(cString: name), info.pointee.type))
+        return 0
+      }, Unmanaged.passUnretained(collected).toOpaque())
+    }
+    guard status >= 0 else { throw .hdf5(file: path, reason: "cannot list group `/\(prefix)`") }
+    return collected.links
   }
 
   /// Keras legacy files list layers in `layer_names` (on the root or on /model_weights) and each layer's
@@ -143,14 +178,16 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     guard let layers else { return found }
     notes.append("Keras legacy layout: \(layers.count) layers")
     var ordered: [String] = []
+    let present = Set(found)
+    var placed = Set<String>()
     for layer in layers {
       guard let group = H5ID(H5Gopen2(root, base + layer, espalier_H5P_DEFAULT()), H5Gclose) else { continue }
       for weight in HDF5Attributes.strings(group.id, "weight_names") ?? [] {
         let name = base + layer + "/" + weight
-        if found.contains(name) && !ordered.contains(name) { ordered.append(name) }
+        if present.contains(name) && placed.insert(name).inserted { ordered.append(name) }
       }
     }
-    return ordered + found.filter { !ordered.contains($0) }
+    return ordered + found.filter { !placed.contains($0) }
   }
 
   // MARK: Datasets
@@ -176,6 +213,17 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     let (dtype, memoryType) = try HDF5Types.logicalType(type.id, dtypeAttribute: attribute, dataset: name, file: path)
     let info = TensorInfo(name: name, dtype: dtype, shape: shape)
     guard let declared = info.byteCount else { throw .validationOverflow(file: path, tensor: name) }
+    if H5Pget_layout(dcpl.id) == H5D_CHUNKED, !shape.contains(0) {
+      var chunkDims = [hsize_t](repeating: 0, count: max(rank, 1)), stored: hsize_t = 0, expected = 1
+      if H5Pget_chunk(dcpl.id, Int32(rank), &chunkDims) == Int32(rank), chunkDims.prefix(rank).allSatisfy({ $0 > 0 }),
+        H5Dget_num_chunks(dataset.id, space.id, &stored) >= 0
+      {
+        for (d, c) in zip(shape, chunkDims) { expected = expected.multipliedReportingOverflow(by: (d + Int(c) - 1) / Int(c)).partialValue }
+        if Int(stored) != expected {
+          throw .hdf5(file: path, reason: "dataset `/\(name)` stores \(stored) of its \(expected) chunks (a weight must be written whole)")
+        }
+      }
+    }
     // A "bomb": a tiny compressed dataset that expands past 4 GiB and a thousandfold.
     let stored = Int(clamping: H5Dget_storage_size(dataset.id))
     if declared > 1 << 32 && declared > 1000 * max(stored, 1) {

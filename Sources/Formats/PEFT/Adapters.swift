@@ -16,6 +16,8 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
   /// keyed by module name; PEFT scales a module by its alpha / its rank).
   public var rankPattern: [String: Int] = [:]
   public var alphaPattern: [String: Double] = [:]
+  /// PEFT's layers_to_transform: the only block indices the adapter may touch (nil: all).
+  public var layersToTransform: [Int]?
 
   public init(rank: Int, alpha: Double, targetModules: [String], dropout: Double = 0, useRSLoRA: Bool, baseModel: String) {
     self.rank = rank
@@ -59,8 +61,10 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
 
   public init(json root: JSONValue, file: String) throws(FormatError) {
     guard let o = root.objectValue else { throw .io(file: file, reason: "not a JSON object") }
-    guard let r = o["r"]?.intValue, r > 0 else { throw .io(file: file, reason: "missing or invalid \"r\"") }
-    guard let alpha = o["lora_alpha"]?.doubleValue else { throw .io(file: file, reason: "missing \"lora_alpha\"") }
+    guard let r = o["r"]?.intValue, r > 0 else { throw .io(file: file, reason: "missing or invalid \"r\" (expected a positive integer)") }
+    guard let alpha = o["lora_alpha"]?.doubleValue, alpha.isFinite, alpha > 0 else {
+      throw .io(file: file, reason: "missing or invalid \"lora_alpha\" (expected a finite number > 0)")
+    }
     let targets: [String]
     if let list = o["target_modules"]?.arrayValue {
       targets = list.compactMap(\.stringValue)
@@ -76,6 +80,43 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
       useRSLoRA: o["use_rslora"]?.boolValue ?? false, baseModel: o["base_model_name_or_path"]?.stringValue ?? "")
     peftType = o["peft_type"]?.stringValue ?? "LORA"
     taskType = o["task_type"]?.stringValue ?? "CAUSAL_LM"
+    guard peftType == "LORA" else { throw .io(file: file, reason: "peft_type is \(peftType); Espalier reads LORA adapters") }
+    if let value = o["use_rslora"], value != .null, value.boolValue == nil {
+      throw .io(file: file, reason: "\"use_rslora\" is not true or false")
+    }
+    if let layers = o["layers_to_transform"], layers != .null {
+      guard let list = layers.arrayValue.map({ $0.compactMap(\.intValue) }) ?? layers.intValue.map({ [$0] }),
+        list.count == (layers.arrayValue?.count ?? 1)
+      else { throw .io(file: file, reason: "\"layers_to_transform\" is not a layer index or a list of them") }
+      layersToTransform = list
+    }
+    for (key, value) in (o["rank_pattern"]?.objectValue).map({ p in p.keys.map { ($0, p[$0]!) } }) ?? [] {
+      guard let rank = value.intValue, rank > 0 else { throw .io(file: file, reason: "rank_pattern[\"\(key)\"] is not a positive integer") }
+      rankPattern[key] = rank
+    }
+    for (key, value) in (o["alpha_pattern"]?.objectValue).map({ p in p.keys.map { ($0, p[$0]!) } }) ?? [] {
+      guard let a = value.doubleValue, a.isFinite, a > 0 else { throw .io(file: file, reason: "alpha_pattern[\"\(key)\"] is not a finite number > 0") }
+      alphaPattern[key] = a
+    }
+  }
+
+  /// The rank PEFT gives a module (its rank_pattern entry, else r) and its scale (alpha / r, or
+  /// alpha / sqrt(r) with use_rslora).
+  public func rank(of module: String) -> Int { rankPattern[module] ?? rank }
+  public func scale(of module: String) -> Double {
+    let (a, r) = (alphaPattern[module] ?? alpha, Double(rank(of: module)))
+    return useRSLoRA ? a / r.squareRoot() : a / r
+  }
+
+  /// Whether PEFT would adapt `module` (e.g. "model.layers.3.self_attn.q_proj"): its last name is one of
+  /// target_modules (or they are "all-linear"), and its block is in layers_to_transform when that is set.
+  public func covers(_ module: String) -> Bool {
+    let last = module.split(separator: ".").last.map(String.init) ?? module
+    guard targetModules.contains("all-linear") || targetModules.contains(last) || targetModules.contains(module) else { return false }
+    guard let layers = layersToTransform else { return true }
+    let parts = module.split(separator: ".")
+    guard let i = parts.firstIndex(of: "layers"), i + 1 < parts.count, let l = Int(parts[i + 1]) else { return false }
+    return layers.contains(l)
   }
 }
 
@@ -123,6 +164,7 @@ public struct EspalierAdapterRecord: Sendable {
     guard let method = o["method"]?.stringValue, let scale = o["scale"]?.doubleValue else {
       throw .io(file: path, reason: "missing \"method\" or \"scale\"")
     }
+    guard scale.isFinite, Float(scale).isFinite, scale > 0 else { throw .io(file: path, reason: "\"scale\" is \(scale); expected a finite number > 0") }
     return EspalierAdapterRecord(method: method, scale: scale, baseFingerprint: o["base_fingerprint"]?.stringValue)
   }
 }

@@ -34,6 +34,13 @@ public final class SafetensorsCheckpoint: CheckpointReader, @unchecked Sendable 
     if FileSystem.isDirectory(path) {
       directory = path.hasSuffix("/") ? path : path + "/"
       if FileSystem.exists(directory + ShardIndex.fileName) {
+        // transformers loads model.safetensors when it exists and ignores the index: a directory with both
+        // holds two models, and which one a reader gets would depend on the reader.
+        if FileSystem.exists(directory + "model.safetensors") && !((try? ShardIndex(contentsOf: directory + ShardIndex.fileName))?.shardFiles == ["model.safetensors"]) {
+          throw .notACheckpoint(
+            path: path,
+            reason: "holds both model.safetensors and the sharded \(ShardIndex.fileName); transformers would load model.safetensors, the index names other files (remove one of them)")
+        }
         let loaded = try ShardIndex(contentsOf: directory + ShardIndex.fileName)
         index = loaded
         fileNames = loaded.shardFiles

@@ -83,6 +83,12 @@ public final class AdapterSet {
         let prefix = "model.layers.\(l).\(p)"
         guard let shape = model.params.layout.entry(prefix + ".weight")?.shape else { continue }
         let (out, inp) = (shape[0], shape[1])
+        // A factor of rank above min(out, in) adds parameters and no expressiveness: refuse it before
+        // sizing the arena by it (a mistyped --rank would otherwise allocate out of all proportion).
+        let r = layerRanks?[l] ?? rank
+        if method != .spp && r > min(out, inp) {
+          throw .invalidRequest("--rank \(r) exceeds the smaller dimension (\(min(out, inp))) of `\(prefix).weight` \(shape); choose a rank <= \(min(out, inp))")
+        }
         if method == .spp && out % SPPLinear.rowBlocks != 0 {
           throw .shapeMismatch(name: prefix + ".weight", expected: [out / 16 * 16 + 16, inp], got: shape)
         }

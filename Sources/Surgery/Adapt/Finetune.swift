@@ -62,9 +62,9 @@ public struct FinetuneOptions: Sendable {
     try require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)")
     try require(dropout == 0 || method == .lora || method == .sqft,
       "--dropout applies to lora and sqft: \(method.rawValue) merges its adapter into the weight, leaving no branch to drop")
-    try require(rank >= 1 && alpha > 0, "--rank must be >= 1 and --alpha > 0")
-    try require(lr > 0 && minLr >= 0 && minLr <= lr && warmup >= 0, "need --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0")
-    try require(weightDecay >= 0 && maxGradNorm >= 0, "--weight-decay and --max-grad-norm must be >= 0")
+    try require(rank >= 1 && alpha > 0 && alpha.isFinite, "--rank must be >= 1 and --alpha a finite number > 0")
+    try require(lr > 0 && lr.isFinite && minLr >= 0 && minLr <= lr && warmup >= 0, "need a finite --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0")
+    try require(weightDecay >= 0 && weightDecay.isFinite && maxGradNorm >= 0 && maxGradNorm.isFinite, "--weight-decay and --max-grad-norm must be finite and >= 0")
     try require(batchSize >= 1 && gradAccum >= 1 && seqLen >= 2 && initSamples >= 1 && saveEvery >= 0 && epochs > 0 && (steps ?? 1) >= 1,
       "--batch-size, --grad-accum, --init-samples, --steps must be >= 1, --seq-len >= 2, --save-every >= 0, --epochs > 0")
     try require(!(resume && overwrite), "--resume and --overwrite exclude each other")

@@ -129,6 +129,10 @@ public final class Trainer {
     }
     let lr = options.schedule.rate(at: step)
     optimizer.update(adapters.params.base, grads: adapters.grads.base, count: adapters.params.layout.totalCount, lr: lr)
+    let values = UnsafeBufferPointer(start: adapters.params.base, count: adapters.params.layout.totalCount)
+    guard values.allSatisfy(\.isFinite) else {
+      throw .training("the update at step \(step + 1) made adapter values NaN/Inf (learning rate \(lr) too high?); stopped (the last checkpoint is kept)")
+    }
     step += 1
     self.cursor = cursor
     return StepRecord(

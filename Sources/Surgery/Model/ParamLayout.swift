@@ -56,26 +56,8 @@ public final class ParamArena: @unchecked Sendable {
 
 /// The HF tensor names and shapes of a Llama model.
 public enum LlamaTensors {
-  public static func names(_ c: LlamaConfig) -> [(String, [Int])] {
-    var list: [(String, [Int])] = [("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])]
-    for l in 0..<c.layers {
-      let p = "model.layers.\(l)."
-      /// A group of projections (out, in): their weights, then their biases when the config has them.
-      func projections(_ group: [(String, Int, Int)], bias: Bool) {
-        for (name, out, inp) in group { list.append((p + name + ".weight", [out, inp])) }
-        if bias { for (name, out, _) in group { list.append((p + name + ".bias", [out])) } }
-      }
-      let (hidden, q, kv, mlp) = (c.hiddenSize, c.qDim, c.kvDim, c.intermediateSize)
-      list.append((p + "input_layernorm.weight", [hidden]))
-      projections([("self_attn.q_proj", q, hidden), ("self_attn.k_proj", kv, hidden), ("self_attn.v_proj", kv, hidden)], bias: c.attentionBias)
-      projections([("self_attn.o_proj", hidden, q)], bias: c.outputBias)
-      list.append((p + "post_attention_layernorm.weight", [hidden]))
-      projections([("mlp.gate_proj", mlp, hidden), ("mlp.up_proj", mlp, hidden), ("mlp.down_proj", hidden, mlp)], bias: c.mlpBias)
-    }
-    list.append(("model.norm.weight", [c.hiddenSize]))
-    if !c.tieWordEmbeddings { list.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }
-    return list
-  }
+  /// The checkpoint's tensors in parameter order (LlamaConfig.expectedTensors).
+  public static func names(_ c: LlamaConfig) -> [(String, [Int])] { c.expectedTensors.map { ($0.name, $0.shape) } }
 
   /// The seven projections of a block, in the order the engine runs them.
   public static let projections = [
