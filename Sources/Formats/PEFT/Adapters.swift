@@ -155,6 +155,8 @@ public struct EspalierAdapterRecord: Sendable {
   public var method: String
   public var scale: Double
   public var baseFingerprint: String?
+  /// The fingerprint of the base's other tensors (embedding, norms, head, untouched projections), when recorded.
+  public var othersFingerprint: String?
 
   /// nil when the directory has no espalier.json (a plain PEFT adapter).
   public static func read(_ directory: String) throws(FormatError) -> EspalierAdapterRecord? {
@@ -165,6 +167,8 @@ public struct EspalierAdapterRecord: Sendable {
       throw .io(file: path, reason: "missing \"method\" or \"scale\"")
     }
     guard scale.isFinite, Float(scale).isFinite, scale > 0 else { throw .io(file: path, reason: "\"scale\" is \(scale); expected a finite number > 0") }
-    return EspalierAdapterRecord(method: method, scale: scale, baseFingerprint: o["base_fingerprint"]?.stringValue)
+    var record = EspalierAdapterRecord(method: method, scale: scale, baseFingerprint: o["base_fingerprint"]?.stringValue)
+    record.othersFingerprint = o["base_fingerprint_others"]?.stringValue
+    return record
   }
 }

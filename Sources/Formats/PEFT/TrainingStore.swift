@@ -67,6 +67,18 @@ public struct TrainingStore: Sendable {
     try SafetensorsFile(path: checkpoint + "/" + Self.tensorsName)
   }
 
+  /// Removes what a killed run left half-written (checkpoint directories and files under a temporary
+  /// name whose writer no longer runs, the adapter's staging directory), so a resumed run starts clean.
+  public func removeDeadPartials() {
+    for (directory, names) in [(checkpoints, (try? FileSystem.list(checkpoints)) ?? []), (self.directory, (try? FileSystem.list(self.directory)) ?? [])] {
+      for name in names {
+        guard let pid = OutputPath.partialOwner(name), pid != getpid(), !OutputPath.isRunning(pid) else { continue }
+        FileSystem.removeTree(directory + "/" + name)
+      }
+    }
+    FileSystem.removeTree(directory + "/.adapter")
+  }
+
   /// Appends one compact JSON line to the step log.
   public func appendLog(_ entry: JSONObject) throws(FormatError) {
     try FileSystem.append(JSONWriter.compact(.object(entry)) + "\n", to: logPath)

@@ -255,6 +255,40 @@ extension AdapterSet {
   }
 }
 
+extension BaseFingerprint {
+  /// The same hash over every tensor of `base` the adapter does not touch (embedding, norms, head, the
+  /// projections it leaves alone), by name, each widened to f32 a chunk at a time (so a GGUF base and its
+  /// conversion agree) and its mapped pages dropped every 16 MB, so the pass adds nothing to a run's
+  /// resident memory. Recorded in espalier.json as base_fingerprint_others: merging into a base whose
+  /// embedding or norms changed is refused, not silent.
+  public static func others(_ base: any CheckpointReader, excluding prefixes: [String]) throws(FormatError) -> String {
+    let adapted = Set(prefixes.map { $0 + ".weight" })
+    var hasher = BaseFingerprint()
+    for info in base.infos.sorted(by: { $0.name < $1.name }) where !adapted.contains(info.name) {
+      let tensor = try base.tensor(info.name)
+      for byte in info.name.utf8 { hasher.mix(UInt64(byte)) }
+      for d in info.shape { hasher.mix(UInt64(truncatingIfNeeded: d)) }
+      if tensor.dtype.convertsToFloat32 {
+        let size = tensor.dtype.bits / 8, window = (16 << 20) / max(size, 1)
+        try tensor.withUnsafeBytes { (bytes) throws(FormatError) in
+          guard let start = bytes.baseAddress else { return }
+          var done = 0
+          while done < tensor.elementCount {
+            let n = min(window, tensor.elementCount - done)
+            try Float32Conversion.widenStreaming(tensor.dtype, from: start + done * size, count: n) { chunk in hasher.add("", chunk) }
+            base.release(info.name, bytes: (done * size)..<((done + n) * size))
+            done += n
+          }
+        }
+      } else {
+        tensor.withUnsafeBytes { bytes in for b in bytes { hasher.mix(UInt64(b)) } }
+      }
+      base.release(info.name)
+    }
+    return hasher.value
+  }
+}
+
 /// FNV-1a (64-bit) over each adapted projection's prefix and the bit patterns of its f32 weights.
 public struct BaseFingerprint {
   var hash: UInt64 = 0xCBF2_9CE4_8422_2325

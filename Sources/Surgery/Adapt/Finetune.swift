@@ -182,6 +182,7 @@ public enum Finetune {
 
     let trainer: Trainer = try SurgeryError.wrapping(output) {
       if o.resume {
+        store.removeDeadPartials()
         guard let latest = store.latestCheckpoint() else { throw SurgeryError.resume("no checkpoint in \(store.checkpoints)") }
         let state = try store.checkpointState(latest)
         let differences = settings.differences(from: state["run"]?.objectValue ?? JSONObject())
@@ -210,9 +211,10 @@ public enum Finetune {
     }
     let (last, seconds, tokens) = (run.last, run.seconds, run.tokens)
     do {
+      let others = try BaseFingerprint.others(try Checkpoint.open(modelPath), excluding: adapters.prefixes)
       try store.writeAdapter(
         TrainingCheckpoint.peftSources(adapters), config: peftConfig(adapters, settings: settings, baseModel: modelPath),
-        record: adapterRecord(settings, baseModel: modelPath, finalLoss: last?.loss))
+        record: adapterRecord(settings, baseModel: modelPath, othersFingerprint: others, finalLoss: last?.loss))
     } catch { throw .format(error) }
     return FinetuneReport(settings: settings, steps: totalSteps, last: last, tokensPerSecond: Double(tokens) / max(seconds, 1e-9))
   }
@@ -305,7 +307,7 @@ public enum Finetune {
   }
 
   /// espalier.json: what merge needs (method, scale, base fingerprint) and what a reader wants to know.
-  static func adapterRecord(_ s: FinetuneSettings, baseModel: String, finalLoss: Double?) -> JSONObject {
+  static func adapterRecord(_ s: FinetuneSettings, baseModel: String, othersFingerprint: String, finalLoss: Double?) -> JSONObject {
     JSONObject([
       ("format", .string("espalier adapter 1")),
       ("method", .string(s.method.rawValue)),
@@ -316,6 +318,7 @@ public enum Finetune {
       ("merge", .string(mergeFormula(s.method))),
       ("peft_naming", .string(peftNaming(s.method))),
       ("base_model", .string(baseModel)), ("base_fingerprint", .string(s.baseFingerprint)),
+      ("base_fingerprint_others", .string(othersFingerprint)),
       ("steps", .number(String(s.training.steps))), ("final_loss", finalLoss.map { .number(String($0)) } ?? .null),
       ("settings", s.json),
     ])

@@ -205,7 +205,8 @@ public enum LoSA {
         config.rankPattern[prefix] = adapters.rank(of: prefix)
         config.alphaPattern[prefix] = Double(scale) * Double(adapters.rank(of: prefix))
       }
-      var espalier = Finetune.adapterRecord(settings, baseModel: store.losaBase, finalLoss: last?.loss)
+      let others = try BaseFingerprint.others(try Checkpoint.open(store.losaBase), excluding: adapters.prefixes)
+      var espalier = Finetune.adapterRecord(settings, baseModel: store.losaBase, othersFingerprint: others, finalLoss: last?.loss)
       espalier["losa"] = record(iterations, options: losa)
       try store.writeAdapter(TrainingCheckpoint.peftSources(adapters), config: config, record: espalier)
       FileSystem.removeTree(store.losaWork)
