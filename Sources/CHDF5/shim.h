@@ -76,8 +76,9 @@ static inline void espalier_crash_guard_install(void) {
   alternate.ss_sp = stack;
   alternate.ss_size = sizeof stack;
   sigaltstack(&alternate, NULL);
-  int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
-  for (int i = 0; i < 4; i++) {
+  // SIGABRT too: glibc aborts on the invalid free of a corrupt file's metadata.
+  int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+  for (int i = 0; i < 5; i++) {
     struct sigaction action = {0};
     action.sa_handler = espalier_crash_handler;
     action.sa_flags = SA_ONSTACK | SA_NODEFER;

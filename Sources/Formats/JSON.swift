@@ -297,13 +297,13 @@ public enum JSONWriter {
   }
 
   /// Pretty output as Python's `json.dumps(value, indent: 2, sort_keys: sortKeys)`.
-  /// A number as JSON can hold it: text that is not a finite JSON number (nan, inf, from a value that
-  /// escaped every earlier check) is written as null, so no file Espalier writes is invalid JSON.
+  /// A number as JSON can hold it: text outside JSON's number grammar (nan, inf, from a value that
+  /// escaped every earlier check) is written as null, so no file Espalier writes is invalid JSON. Valid
+  /// number text is kept as it is, even beyond a Double's range (re-writing a document never changes it).
   static func validNumber(_ text: String) -> String {
     let bytes = Array(text.utf8)
-    guard let first = bytes.first, first == UInt8(ascii: "-") || (first >= 48 && first <= 57),
-      bytes.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }),
-      let value = Double(text), value.isFinite
+    guard let first = bytes.first, first == UInt8(ascii: "-") || (first >= 48 && first <= 57), bytes.last.map({ $0 >= 48 && $0 <= 57 }) == true,
+      bytes.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") })
     else { return "null" }
     return text
   }

@@ -83,6 +83,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
         continue
       }
       var described = Set<String>()
+      let storedInfos = Dictionary(shard.entries.map { ($0.info.name, $0.info) }, uniquingKeysWith: { a, _ in a })
       for name in descriptors.keys {
         guard let d = descriptors[name]!.objectValue, let info = Self.info(name, d) else {
           problems.append(.compressed(file: shard.path, tensor: name, reason: "its descriptor lacks a valid dtype or shape"))
@@ -92,8 +93,13 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
           problems.append(.compressed(file: shard.path, tensor: name, reason: "described twice (in two shards)"))
           continue
         }
-        infos.append(info)
         let raw = d["encoding"]?.stringValue == "raw"
+        if raw, let stored = storedInfos[name], stored.dtype != info.dtype || stored.shape != info.shape {
+          problems.append(.compressed(
+            file: shard.path, tensor: name, reason: "its descriptor says \(info.dtype) \(info.shape), the stored tensor is \(stored.dtype) \(stored.shape)"))
+          continue
+        }
+        infos.append(info)
         layouts[name] = raw ? .raw(stored: name, checksum: d["xxh64"]?.stringValue) : .espalier(descriptor: d)
         described.formUnion(raw ? [name] : [EspalierSparse.part(name, "values"), EspalierSparse.part(name, "mask")])
       }
@@ -212,8 +218,13 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
     }
     func inflate(_ kind: String, _ key: String, elementSize: Int, chunk: Int, count: Int) throws(FormatError) -> OwnedBytes {
       let part = try storage.tensor(EspalierSparse.part(info.name, kind))
-      let plain = try OwnedBytes.allocate(count, file: file(of: info.name), what: "tensor `\(info.name)` (\(kind))")
       let list = try frames(key)
+      if case .failure(let e) = ZstdFrames.layout(
+        frames: list, storedBytes: part.byteCount, plainBytes: count, elementSize: elementSize, chunkElements: chunk)
+      {
+        throw fail("\(kind): \(e.reason)")
+      }
+      let plain = try OwnedBytes.allocate(count, file: file(of: info.name), what: "tensor `\(info.name)` (\(kind))")
       if let problem = part.withUnsafeBytes({ ZstdFrames.decompress($0, frames: list, elementSize: elementSize, chunkElements: chunk, into: plain.mutableBytes) }) {
         throw fail("\(kind): \(problem)")
       }

@@ -75,23 +75,39 @@ public enum ZstdFrames {
 
   /// Decompresses frames written by `compress` into `destination`, whose size is the plain size.
   /// Returns nil, or why it failed (a corrupt frame, a checksum mismatch, a wrong size).
+  /// The frames' start offsets in the stored bytes (and their end), or why they cannot hold `plainBytes`:
+  /// one frame per chunk, each non-empty, adding up to exactly the stored bytes. Checked before the plain
+  /// buffer is allocated, so a file cannot ask for memory its frames do not describe.
+  public static func layout(frames: [Int], storedBytes: Int, plainBytes: Int, elementSize: Int, chunkElements: Int) -> Result<[Int], FrameLayoutError> {
+    let chunkBytes = chunkElements * elementSize
+    let expectedChunks = plainBytes == 0 ? 0 : (plainBytes + chunkBytes - 1) / chunkBytes
+    guard frames.count == expectedChunks else {
+      return .failure(.init(reason: "\(frames.count) zstd frames where \(expectedChunks) are needed for \(plainBytes) bytes"))
+    }
+    var offsets = [0]
+    for size in frames {
+      let (end, overflow) = offsets.last!.addingReportingOverflow(size)
+      guard size > 0, !overflow, end <= storedBytes else { return .failure(.init(reason: "zstd frame sizes do not fit the \(storedBytes) stored bytes")) }
+      offsets.append(end)
+    }
+    guard offsets.last! == storedBytes else {
+      return .failure(.init(reason: "the zstd frames add up to \(offsets.last!) bytes but \(storedBytes) are stored"))
+    }
+    return .success(offsets)
+  }
+
+  public struct FrameLayoutError: Error { public var reason: String }
+
   public static func decompress(
     _ source: UnsafeRawBufferPointer, frames: [Int], elementSize: Int, chunkElements: Int,
     into destination: UnsafeMutableRawBufferPointer
   ) -> String? {
     let chunkBytes = chunkElements * elementSize
     let expectedChunks = destination.isEmpty ? 0 : (destination.count + chunkBytes - 1) / chunkBytes
-    guard frames.count == expectedChunks else {
-      return "\(frames.count) zstd frames where \(expectedChunks) are needed for \(destination.count) bytes"
-    }
-    var offsets = [0]
-    for size in frames {
-      let (end, overflow) = offsets.last!.addingReportingOverflow(size)
-      guard size > 0, !overflow, end <= source.count else { return "zstd frame sizes do not fit the \(source.count) stored bytes" }
-      offsets.append(end)
-    }
-    guard offsets.last! == source.count else {
-      return "the zstd frames add up to \(offsets.last!) bytes but \(source.count) are stored"
+    let offsets: [Int]
+    switch layout(frames: frames, storedBytes: source.count, plainBytes: destination.count, elementSize: elementSize, chunkElements: chunkElements) {
+    case .success(let o): offsets = o
+    case .failure(let e): return e.reason
     }
     final class Failures: @unchecked Sendable { var first: [String?]; init(_ n: Int) { first = Array(repeating: nil, count: n) } }
     let workers = min(expectedChunks, Parallel.workers)

@@ -226,6 +226,11 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     }
     // A "bomb": a tiny compressed dataset that expands past 4 GiB and a thousandfold.
     let stored = Int(clamping: H5Dget_storage_size(dataset.id))
+    // Unfiltered layouts store exactly the declared bytes: anything else would be read past its storage.
+    let layout = H5Pget_layout(dcpl.id)
+    if (layout == H5D_COMPACT || layout == H5D_CONTIGUOUS) && declared > 0 && stored != declared {
+      throw .hdf5(file: path, reason: "dataset `/\(name)` declares \(declared) bytes but stores \(stored) (a weight must be written whole)")
+    }
     if declared > 1 << 32 && declared > 1000 * max(stored, 1) {
       throw .hdf5(file: path, reason: "dataset `/\(name)` declares \(declared) bytes from \(stored) stored; refused")
     }

@@ -96,6 +96,8 @@ enum HDF5Attributes {
       let space = H5ID(H5Aget_space(attribute.id), H5Sclose)
     else { return nil }
     let count = max(1, Int(H5Sget_simple_extent_npoints(space.id)))
+    // Layer and weight name lists are small: a forged count or element size is not read at all.
+    guard count <= 1 << 20, H5Tget_size(type.id) <= 1 << 16, count * max(1, H5Tget_size(type.id)) <= 16 << 20 else { return nil }
     if H5Tis_variable_str(type.id) > 0 {
       guard let memory = H5ID(H5Tcopy(espalier_H5T_C_S1()), H5Tclose) else { return nil }
       H5Tset_size(memory.id, espalier_H5T_VARIABLE())

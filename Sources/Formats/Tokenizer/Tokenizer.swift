@@ -45,16 +45,26 @@ public final class Tokenizer: @unchecked Sendable {
     guard let vocabObject = model["vocab"]?.objectValue else { throw fail("no vocab") }
     var vocab: [String: Int32] = [:]
     var size = 0
+    // Ids index the token table: each must fit Int32 and lie below the number of entries (a table sized
+    // by one forged id would be allocated whole).
+    let entries = vocabObject.keys.count + (object["added_tokens"]?.arrayValue?.count ?? 0)
+    func checked(_ id: Int, _ token: String) throws(FormatError) -> Int {
+      guard id < entries, id < Int(Int32.max) else { throw fail("token `\(token.prefix(40))` has id \(id), beyond the \(entries) entries of the vocabulary") }
+      return id
+    }
     for token in vocabObject.keys {
-      guard let id = vocabObject[token]!.intValue else { throw fail("vocab id of `\(token)` is not an integer") }
+      guard let raw = vocabObject[token]!.intValue else { throw fail("vocab id of `\(token)` is not an integer") }
+      let id = try checked(raw, token)
       vocab[token] = Int32(id)
       size = max(size, id + 1)
     }
     var added: [AddedToken] = []
     for entry in object["added_tokens"]?.arrayValue ?? [] {
-      guard let e = entry.objectValue, let id = e["id"]?.intValue, let content = e["content"]?.stringValue else {
+      guard let e = entry.objectValue, let raw = e["id"]?.intValue, let content = e["content"]?.stringValue else {
         throw fail("malformed added token")
       }
+      let id = try checked(raw, content)
+      guard !content.isEmpty else { throw fail("added token \(id) is empty (it would match everywhere)") }
       added.append(AddedToken(id: Int32(id), content: content, special: e["special"]?.boolValue ?? false))
       vocab[content] = Int32(id)
       size = max(size, id + 1)
