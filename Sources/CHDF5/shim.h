@@ -52,6 +52,10 @@ static inline volatile sig_atomic_t *espalier_crash_armed(void) {
   static volatile sig_atomic_t armed = 0;
   return &armed;
 }
+static inline char *espalier_watch_message(void) {
+  static char message[1024];
+  return message;
+}
 static inline struct sigaction *espalier_crash_previous(void) {
   static struct sigaction previous[32];
   return previous;
@@ -66,6 +70,29 @@ static void espalier_crash_handler(int sig) {
   }
   sigaction(sig, &espalier_crash_previous()[sig], NULL);
 }
+
+static void espalier_watch_handler(int sig) {
+  (void)sig;
+  const char *message = espalier_watch_message();
+  ssize_t ignored = write(2, message, strlen(message));
+  (void)ignored;
+  _exit(2);
+}
+
+/// A watchdog for a libhdf5 call that must be quick (reading a small attribute): a corrupt file can
+/// send libhdf5 into a loop; after `seconds` the process ends with exit 2 and `message`.
+static inline void espalier_watch_begin(const char *message, unsigned seconds) {
+  char *target = espalier_watch_message();
+  strncpy(target, message, 1023);
+  target[1023] = 0;
+  struct sigaction action = {0};
+  action.sa_handler = espalier_watch_handler;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGALRM, &action, NULL);
+  alarm(seconds);
+}
+
+static inline void espalier_watch_end(void) { alarm(0); }
 
 static inline void espalier_crash_guard_install(void) {
   static int installed = 0;
@@ -92,7 +119,10 @@ static inline void espalier_crash_guard_arm(const char *message) {
   char *target = espalier_crash_message();
   strncpy(target, message, 1023);
   target[1023] = 0;
-  *espalier_crash_armed() = 1;
+  *espalier_crash_armed() += 1;
 }
 
-static inline void espalier_crash_guard_disarm(void) { *espalier_crash_armed() = 0; }
+/// Guards nest (a scan reads attributes inside its own guard): each disarm undoes one arm.
+static inline void espalier_crash_guard_disarm(void) {
+  if (*espalier_crash_armed() > 0) *espalier_crash_armed() -= 1;
+}

@@ -210,7 +210,11 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
   private func decodeEspalier(_ info: TensorInfo, _ d: JSONObject, _ fail: (String) -> FormatError) throws(FormatError) -> Tensor {
     let size = info.dtype.bits / 8
     let (rows, cols) = SparseMasks.rowsAndCols(info.shape)
-    let output = try OwnedBytes.allocate(info.byteCount!, file: file(of: info.name), what: "tensor `\(info.name)`")
+    // The dense output is allocated only after the stored parts' frames are checked (in `inflate`).
+    var output: OwnedBytes!
+    func allocateOutput() throws(FormatError) {
+      output = try OwnedBytes.allocate(info.byteCount!, file: file(of: info.name), what: "tensor `\(info.name)`")
+    }
     let encoding = d["encoding"]?.stringValue ?? ""
     func frames(_ key: String) throws(FormatError) -> [Int] {
       guard let list = d[key]?.arrayValue?.compactMap(\.intValue), list.count == d[key]?.arrayValue?.count else { throw fail("descriptor lacks `\(key)`") }
@@ -232,8 +236,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
     }
     switch encoding {
     case "dense":
-      let plain = try inflate("values", "value_frames", elementSize: size, chunk: EspalierSparse.valueChunk, count: output.count)
-      output.mutableBytes.copyMemory(from: plain.bytes)
+      output = try inflate("values", "value_frames", elementSize: size, chunk: EspalierSparse.valueChunk, count: info.byteCount!)
     case "bitmask", "group":
       guard let stored = d["stored"]?.intValue, stored <= rows * cols else { throw fail("descriptor lacks a valid `stored` count") }
       var code: GroupCode?
@@ -247,6 +250,7 @@ public final class SparseCheckpoint: CheckpointReader, @unchecked Sendable {
       }
       let mask = try inflate("mask", "mask_frames", elementSize: 1, chunk: EspalierSparse.maskChunk, count: maskBytes)
       let values = try inflate("values", "value_frames", elementSize: size, chunk: EspalierSparse.valueChunk, count: stored * size)
+      try allocateOutput()
       if let code {
         if let problem = SparseMasks.checkGroups(mask.bytes, groups: rows * cols / code.group, code: code) { throw fail(problem) }
         SparseMasks.decodeGroups(mask.bytes, values.bytes, groups: rows * cols / code.group, elementSize: size, code: code, into: output.mutableBytes)

@@ -170,9 +170,9 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
   /// weights in `weight_names`; those tensors come first, in that order. Everything else follows by name.
   private func kerasOrder(_ root: hid_t, _ found: [String]) throws(FormatError) -> [String] {
     var base = ""
-    var layers = HDF5Attributes.strings(root, "layer_names")
+    var layers = HDF5Attributes.strings(root, "layer_names", file: path)
     if layers == nil, let weights = H5ID(H5Gopen2(root, "model_weights", espalier_H5P_DEFAULT()), H5Gclose) {
-      layers = HDF5Attributes.strings(weights.id, "layer_names")
+      layers = HDF5Attributes.strings(weights.id, "layer_names", file: path)
       base = "model_weights/"
     }
     guard let layers else { return found }
@@ -182,7 +182,7 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     var placed = Set<String>()
     for layer in layers {
       guard let group = H5ID(H5Gopen2(root, base + layer, espalier_H5P_DEFAULT()), H5Gclose) else { continue }
-      for weight in HDF5Attributes.strings(group.id, "weight_names") ?? [] {
+      for weight in HDF5Attributes.strings(group.id, "weight_names", file: path) ?? [] {
         let name = base + layer + "/" + weight
         if present.contains(name) && placed.insert(name).inserted { ordered.append(name) }
       }
@@ -209,7 +209,7 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     var dims = [hsize_t](repeating: 0, count: max(rank, 1))
     _ = H5Sget_simple_extent_dims(space.id, &dims, nil)
     let shape = dims.prefix(rank).map { Int(clamping: $0) }
-    let attribute = HDF5Attributes.string(dataset.id, "dtype")
+    let attribute = HDF5Attributes.string(dataset.id, "dtype", file: path)
     let (dtype, memoryType) = try HDF5Types.logicalType(type.id, dtypeAttribute: attribute, dataset: name, file: path)
     let info = TensorInfo(name: name, dtype: dtype, shape: shape)
     guard let declared = info.byteCount else { throw .validationOverflow(file: path, tensor: name) }

@@ -85,11 +85,15 @@ enum HDF5Types {
 
 enum HDF5Attributes {
   /// A string attribute (variable-length or fixed-length, scalar or a one-element array).
-  static func string(_ object: hid_t, _ name: String) -> String? { strings(object, name)?.first }
+  static func string(_ object: hid_t, _ name: String, file: String) -> String? { strings(object, name, file: file)?.first }
 
   /// A string or string-array attribute, as Keras' `layer_names`/`weight_names` (fixed-length bytes)
   /// or h5py's str attributes (variable-length UTF-8).
-  static func strings(_ object: hid_t, _ name: String) -> [String]? {
+  static func strings(_ object: hid_t, _ name: String, file: String) -> [String]? {
+    // Name lists are read in microseconds; a corrupt file that sends libhdf5 into a loop here ends the
+    // process with exit 2 after 10 s instead of hanging it.
+    espalier_watch_begin("error: \(file): libhdf5 did not finish reading attribute `\(name)` within 10 s (the file is corrupt)\n", 10)
+    defer { espalier_watch_end() }
     guard H5Aexists(object, name) > 0,
       let attribute = H5ID(H5Aopen(object, name, espalier_H5P_DEFAULT()), H5Aclose),
       let type = H5ID(H5Aget_type(attribute.id), H5Tclose), H5Tget_class(type.id) == H5T_STRING,
