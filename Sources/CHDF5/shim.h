@@ -89,6 +89,11 @@ static inline void espalier_watch_begin(const char *message, unsigned seconds) {
   action.sa_handler = espalier_watch_handler;
   sigemptyset(&action.sa_mask);
   sigaction(SIGALRM, &action, NULL);
+  // A parent may have spawned us with SIGALRM blocked (the mask is inherited): unblock it here.
+  sigset_t alarm_only;
+  sigemptyset(&alarm_only);
+  sigaddset(&alarm_only, SIGALRM);
+  sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
   alarm(seconds);
 }
 

@@ -90,4 +90,24 @@ import Testing
       }
     }
   }
+
+  /// The fuzzer's inputs that fault inside libhdf5 1.10 itself (a SEGV, an invalid free, a huge allocation,
+  /// a loop; fuzz/crashes/hdf5-*): the tools end on each with exit 2 and a line naming the file.
+  @Test func faultsInsideLibhdf5EndWithExit2() throws {
+    let fm = FileManager.default
+    let crashes = Self.root + "/fuzz/crashes"
+    let names = try fm.contentsOfDirectory(atPath: crashes).filter { $0.hasPrefix("hdf5-") }.sorted()
+    #expect(names.count >= 6)
+    for name in names {
+      let dir = fm.temporaryDirectory.appendingPathComponent("espalier-hdf5-\(UUID().uuidString)").path
+      try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      defer { try? fm.removeItem(atPath: dir) }
+      let file = dir + "/model.h5"
+      try fm.copyItem(atPath: crashes + "/" + name, toPath: file)
+      let c = Case(name: name, tool: "espalier-inspect", args: [file], expected: [2], noOutput: false)
+      let (status, stderr, _) = try Self.run(c, in: dir)
+      #expect(status == 2, "\(name): exit \(status): \(stderr.suffix(300))")
+      #expect(stderr.contains(file), "\(name): the message does not name the file: \(stderr.suffix(300))")
+    }
+  }
 }
