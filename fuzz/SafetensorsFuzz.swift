@@ -1,10 +1,12 @@
-// libFuzzer entry point for the safetensors reader. Built by fuzz/build.sh together with the Formats
-// sources it exercises (one module, so no package build is needed with the fuzzer flags).
+// libFuzzer entry point for the safetensors reader. Built by fuzz/build.sh against the instrumented
+// Formats module, like the other targets.
 //
 // Properties checked on every input:
 //  1. parsing never traps: it returns a header or throws a FormatError;
 //  2. every accepted tensor can be viewed, and widened to f32 when its dtype converts;
 //  3. an accepted file re-serialised by our writer parses again to the same tensors and metadata.
+
+@testable import Formats
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSafetensors(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
