@@ -40,7 +40,7 @@ public struct PEFTAdapterConfig: Equatable, Sendable {
       ("inference_mode", .bool(true)),
       ("init_lora_weights", .bool(true)),
       ("layers_pattern", .null),
-      ("layers_to_transform", .null),
+      ("layers_to_transform", layersToTransform.map { list in .array(list.map { .number(String($0)) }) } ?? .null),
       ("lora_alpha", .number(Self.number(alpha))),
       ("lora_dropout", .number(Self.number(dropout))),
       ("modules_to_save", .null),
