@@ -7,14 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.build/release steps=${1:-60} S=${2:-0.7}
-docs=/usr/share/doc/python3.11/html/_sources
 out=bench/out/losa-diagnose
-rm -rf "$out" && mkdir -p "$out"
-trap 'rm -rf "$out"' EXIT
-make -s smollm2
-cat $docs/library/functions.rst.txt $docs/library/stdtypes.rst.txt > "$out/calibration.txt"
-cat $docs/reference/datamodel.rst.txt $docs/reference/expressions.rst.txt > "$out/heldout.txt"
-ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --json 2>/dev/null | grep -o '"perplexity": *[0-9.]*' | grep -o '[0-9.]*$'; }
+source bench/losa-setup.sh
 train=(--data $docs/tutorial --steps "$steps" --batch-size 2 --grad-accum 1 --seq-len 256 --lr 2e-4 --seed 0 --save-every 0 --overwrite)
 $bin/espalier-finetune models/smollm2-135m --output "$out/losa" --method losa --sparsity "$S" --calibration "$out/calibration.txt" \
   --calibration-samples 32 --similarity-samples 16 --alpha 64 "${train[@]}" >/dev/null 2>&1

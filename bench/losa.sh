@@ -12,14 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.build/release steps=${1:-150} sparsities=${2:-"0.5 0.7"}
-docs=/usr/share/doc/python3.11/html/_sources
 out=bench/out/losa
-rm -rf "$out" && mkdir -p "$out"
-trap 'rm -rf "$out"' EXIT
-make -s smollm2
-cat $docs/library/functions.rst.txt $docs/library/stdtypes.rst.txt > "$out/calibration.txt"
-cat $docs/reference/datamodel.rst.txt $docs/reference/expressions.rst.txt > "$out/heldout.txt"
-ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --json 2>/dev/null | grep -o '"perplexity": *[0-9.]*' | grep -o '[0-9.]*$'; }
+source bench/losa-setup.sh
 # "exit 0, 12.3 s, peak RSS 456.7 MB" -> "12.3 456.7"
 measure() { $bin/espalier-bench rss "$@" 2>/dev/null | sed -E 's/.*exit ([0-9]+), ([0-9.]+) s, peak RSS ([0-9.]+) MB.*/\2 \3/' | tail -1; }
 train=(--data $docs/tutorial --steps "$steps" --batch-size 2 --grad-accum 1 --seq-len 256 --lr 2e-4 --seed 0 --save-every 0 --overwrite)
