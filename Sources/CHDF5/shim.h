@@ -108,9 +108,10 @@ static inline void espalier_crash_guard_install(void) {
   alternate.ss_sp = stack;
   alternate.ss_size = sizeof stack;
   sigaltstack(&alternate, NULL);
-  // SIGABRT too: glibc aborts on the invalid free of a corrupt file's metadata.
-  int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
-  for (int i = 0; i < 5; i++) {
+  // SIGABRT too: glibc aborts on the invalid free of a corrupt file's metadata. Not SIGILL or SIGTRAP:
+  // those are Swift's own traps (a failed check in our code is a bug to see, never a corrupt file).
+  int signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGABRT};
+  for (int i = 0; i < 4; i++) {
     struct sigaction action = {0};
     action.sa_handler = espalier_crash_handler;
     action.sa_flags = SA_ONSTACK | SA_NODEFER;

@@ -19,6 +19,31 @@ public enum FileSystem {
     return stat(path, &info) == 0 ? Int(info.st_size) : 0
   }
 
+  /// Reads exactly `count` bytes at `offset` of the file into `buffer`.
+  public static func read(_ path: String, offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws(FormatError) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw .io(file: path, reason: "cannot open: \(systemErrorText())") }
+    defer { close(fd) }
+    var done = 0
+    while done < count {
+      let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+      if n < 0 && errno == EINTR { continue }
+      guard n > 0 else {
+        throw .io(file: path, reason: n == 0 ? "ends before byte \(offset + count)" : "cannot read: \(systemErrorText())")
+      }
+      done += n
+    }
+  }
+
+  /// `count` bytes at `offset` of the file.
+  public static func bytes(_ path: String, offset: Int, count: Int) throws(FormatError) -> [UInt8] {
+    guard count > 0 else { return [] }
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
+    defer { buffer.deallocate() }
+    try read(path, offset: offset, count: count, into: buffer)
+    return Array(UnsafeRawBufferPointer(start: buffer, count: count))
+  }
+
   static func list(_ directory: String) throws(FormatError) -> [String] {
     guard let dir = opendir(directory) else {
       throw .io(file: directory, reason: "cannot list: \(systemErrorText())")

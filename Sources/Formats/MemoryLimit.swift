@@ -31,6 +31,35 @@ public enum MemoryLimit {
     return Int(clamping: limit.rlim_cur)
   }
 
+  /// This process's mapped address space now (VmSize, from /proc/self/statm), or nil where unknown.
+  static var mappedBytes: Int? {
+    guard let file = fopen("/proc/self/statm", "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 256)
+    guard fgets(&line, Int32(line.count), file) != nil,
+      let pages = String(cString: line).split(separator: " ").first.flatMap({ Int($0) })
+    else { return nil }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+  }
+
+  /// Runs `body` with the address space limited to what is mapped now plus `headroom` bytes, for a
+  /// library call that allocates what a file says (libhdf5 allocates a variable-length string's
+  /// declared length, 13 GB in one corrupt file): such an allocation then fails inside the library,
+  /// which reports an error, instead of the process growing until the kernel kills it. Only for short
+  /// calls on one thread: the limit holds for the whole process while `body` runs.
+  public static func capped<R, E: Error>(headroom: Int, _ body: () throws(E) -> R) throws(E) -> R {
+    let resource = __rlimit_resource_t(RLIMIT_AS.rawValue)
+    var old = rlimit()
+    guard let mapped = mappedBytes, getrlimit(resource, &old) == 0 else { return try body() }
+    let (wanted, overflow) = mapped.addingReportingOverflow(headroom)
+    guard !overflow, old.rlim_cur == rlim_t.max || rlim_t(wanted) < old.rlim_cur else { return try body() }
+    var capped = old
+    capped.rlim_cur = rlim_t(wanted)
+    guard setrlimit(resource, &capped) == 0 else { return try body() }
+    defer { setrlimit(resource, &old) }
+    return try body()
+  }
+
   /// Buffers smaller than this are not checked (reading /proc for every small tensor is not worth it).
   static let checkedFrom = 16 << 20
 

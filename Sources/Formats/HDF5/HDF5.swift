@@ -32,7 +32,39 @@ enum HDF5Library {
 
   /// ESPALIER_HDF5_GUARD=off turns the crash guard and the attribute watchdog off: the fuzzer sets it, so
   /// that faults inside libhdf5 reach its sanitizers and its own timeouts (SIGALRM) keep working.
-  static let guardsEnabled: Bool = getenv("ESPALIER_HDF5_GUARD").map { String(cString: $0) != "off" } ?? true
+  /// (A variable so that the HDF5 fuzz target can turn them on in the child process it reads each input in.)
+  nonisolated(unsafe) static var guardsEnabled: Bool =
+    getenv("ESPALIER_HDF5_GUARD").map { String(cString: $0) != "off" } ?? true
+
+  /// Whether a libhdf5 call is running under the crash guard now.
+  static var guardArmed: Bool { espalier_crash_armed().pointee > 0 }
+
+  /// The line the guard prints when libhdf5 faults (empty before the first guarded call).
+  static var guardMessage: String { String(cString: espalier_crash_message()) }
+
+  /// How long a watched libhdf5 step may take: reading one object's metadata takes microseconds.
+  /// (ESPALIER_HDF5_WATCH_SECONDS sets another: the fuzzer's 2, so that inputs that loop cost it little.)
+  static let watchSeconds: UInt32 = getenv("ESPALIER_HDF5_WATCH_SECONDS").flatMap { UInt32(String(cString: $0)) }.map { max(1, $0) } ?? 10
+  /// The messages of the watched steps now running, innermost last.
+  nonisolated(unsafe) private static var watching: [(message: String, seconds: UInt32)] = []
+
+  /// Runs libhdf5 metadata calls under a watchdog: a corrupt file can send libhdf5 into a loop (a global
+  /// heap that points at itself), and after `seconds` without finishing this step the process ends
+  /// with exit 2 and a line naming the file and `what` (CHDF5/shim.h). Steps nest; each gets the full
+  /// time, and the enclosing step's time starts again when it ends.
+  static func watched<R, E: Error>(
+    _ what: @autoclosure () -> String, file: String, seconds: UInt32 = watchSeconds, _ body: () throws(E) -> R
+  ) throws(E) -> R {
+    guard guardsEnabled else { return try body() }
+    let message = "error: \(file): libhdf5 did not finish \(what()) within \(seconds) s (the file is corrupt)\n"
+    watching.append((message, seconds))
+    espalier_watch_begin(message, seconds)
+    defer {
+      watching.removeLast()
+      if let outer = watching.last { espalier_watch_begin(outer.message, outer.seconds) } else { espalier_watch_end() }
+    }
+    return try body()
+  }
 
   /// Runs libhdf5 calls on `file` with the crash guard armed (CHDF5/shim.h): a fault inside libhdf5 on
   /// a corrupt file ends the process with exit 2 and a line naming the file, not with a signal.
@@ -64,8 +96,20 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
   public init(path: String) throws(FormatError) {
     HDF5Library.quiet
     self.path = path
-    file = try HDF5Library.guarded(path) { () throws(FormatError) in try Self.open(path) }
-    try HDF5Library.guarded(path) { () throws(FormatError) in try scan() }
+    // libhdf5 allocates what corrupt metadata says (8 GB for one global-heap object): reading metadata
+    // runs under an address-space cap, so such an allocation fails inside libhdf5 (an error) instead of
+    // growing the process.
+    let headroom = 1 << 30
+    file = try HDF5Library.guarded(path) { () throws(FormatError) in
+      try HDF5Library.watched("opening it", file: path) { () throws(FormatError) in
+        try MemoryLimit.capped(headroom: headroom) { () throws(FormatError) in try Self.open(path) }
+      }
+    }
+    try HDF5Library.guarded(path) { () throws(FormatError) in
+      try HDF5Library.watched("listing its datasets", file: path) { () throws(FormatError) in
+        try MemoryLimit.capped(headroom: headroom) { () throws(FormatError) in try scan() }
+      }
+    }
   }
 
   private static func open(_ path: String) throws(FormatError) -> H5ID {
@@ -91,7 +135,9 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     }
     let ordered = try kerasOrder(root.id, found)
     for name in ordered {
-      let dataset = try describe(name)
+      let dataset = try HDF5Library.watched("reading the metadata of dataset `/\(name)`", file: path) {
+        () throws(FormatError) in try describe(name)
+      }
       datasets[name] = dataset
       infos.append(dataset.info)
     }
@@ -107,21 +153,60 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
           let dcpl = H5ID(H5Dget_create_plist(dataset.id), H5Pclose),
           let type = H5ID(H5Dget_type(dataset.id), H5Tclose)
         else { throw .hdf5(file: path, reason: "cannot open dataset `\(d.path)`") }
-        // The stored chunks undo to exactly their size (libhdf5 does not check; see HDF5Chunks).
-        try HDF5Chunks.check(
-          dataset.id, dcpl: dcpl.id, shape: d.info.shape, elementSize: H5Tget_size(type.id), name: d.path, file: path,
-          fileSize: FileSystem.size(path))
-        guard H5Dread(dataset.id, d.memoryType.id, espalier_H5S_ALL(), espalier_H5S_ALL(), espalier_H5P_DEFAULT(), storage.pointer) >= 0 else {
-          let checksummed = HDF5Chunks.filters(dcpl.id).contains { $0.id == HDF5Chunks.fletcher32 }
-          throw .hdf5(
-            file: path,
-            reason: checksummed
-              ? "dataset `\(d.path)` fails its Fletcher-32 checksum: the file is corrupt"
-              : "libhdf5 cannot read dataset `\(d.path)` (its chunks passed Espalier's checks; the file is corrupt)")
-        }
+        try read(d, dataset.id, dcpl: dcpl.id, type: type.id, byteCount: byteCount, into: storage.pointer)
       }
     }
     return try Tensor(info: d.info, bytes: storage.bytes, owner: storage)
+  }
+
+  /// Reads a dataset's bytes: chunked ones from their raw chunks (HDF5Chunks), contiguous ones from the
+  /// file at the dataset's offset, so that no byte libhdf5 did not read from the file reaches a tensor
+  /// (libhdf5 1.10 copies past short chunks). Compact datasets (bytes inside the header, checked to be
+  /// exactly their size) and types whose bits need converting go through H5Dread.
+  private func read(
+    _ d: HDF5Dataset, _ dataset: hid_t, dcpl: hid_t, type: hid_t, byteCount: Int, into output: UnsafeMutableRawPointer
+  ) throws(FormatError) {
+    let elementSize = H5Tget_size(type)
+    let bytes = HDF5Types.storedBytes(type, as: d.memoryType.id)
+    let layout = H5Pget_layout(dcpl)
+    let fileSize = FileSystem.size(path)
+    // A read takes time in proportion to its bytes: the watchdog allows 1 s more per 16 MB.
+    let seconds = UInt32(clamping: Int(HDF5Library.watchSeconds) + byteCount / 16_000_000)
+    if layout == H5D_CHUNKED {
+      try HDF5Library.watched("reading dataset `\(d.path)`", file: path, seconds: seconds) { () throws(FormatError) in
+        try HDF5Chunks.read(
+          dataset, dcpl: dcpl, shape: d.info.shape, elementSize: elementSize, name: d.path, file: path, fileSize: fileSize,
+          into: bytes == .converted ? nil : output)
+      }
+    } else if layout == H5D_CONTIGUOUS && bytes != .converted {
+      let offset = H5Dget_offset(dataset)
+      guard offset != haddr_t.max, case (let end, false) = Int(clamping: offset).addingReportingOverflow(byteCount), end <= fileSize else {
+        throw .hdf5(file: path, reason: "dataset `\(d.path)` lies outside the file (\(byteCount) bytes at offset \(offset))")
+      }
+      try FileSystem.read(path, offset: Int(offset), count: byteCount, into: output)
+    }
+    if bytes == .converted || (layout != H5D_CHUNKED && layout != H5D_CONTIGUOUS) {
+      let status = HDF5Library.watched("reading dataset `\(d.path)`", file: path, seconds: seconds) {
+        H5Dread(dataset, d.memoryType.id, espalier_H5S_ALL(), espalier_H5S_ALL(), espalier_H5P_DEFAULT(), output)
+      }
+      guard status >= 0 else { throw .hdf5(file: path, reason: "libhdf5 cannot read dataset `\(d.path)` (the file is corrupt)") }
+      return
+    }
+    if bytes == .swapped { Self.swapBytes(output, count: byteCount / elementSize, elementSize: elementSize) }
+  }
+
+  /// Reverses each element's bytes in place (a big-endian dataset read into little-endian memory).
+  static func swapBytes(_ buffer: UnsafeMutableRawPointer, count: Int, elementSize: Int) {
+    let bytes = buffer.assumingMemoryBound(to: UInt8.self)
+    for e in 0..<count {
+      let base = bytes + e * elementSize
+      var (i, j) = (0, elementSize - 1)
+      while i < j {
+        (base[i], base[j]) = (base[j], base[i])
+        i += 1
+        j -= 1
+      }
+    }
   }
 
   public func release(_ name: String) {}
@@ -133,7 +218,10 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     _ group: hid_t, prefix: String, into found: inout [String], visited: inout Set<UInt64>, depth: Int
   ) throws(FormatError) {
     guard depth < 64 else { throw .hdf5(file: path, reason: "groups nested deeper than 64 at `\(prefix)`") }
-    for (name, type) in try links(group, prefix: prefix) {
+    let listed = try HDF5Library.watched("listing group `/\(prefix)`", file: path) { () throws(FormatError) in
+      try links(group, prefix: prefix)
+    }
+    for (name, type) in listed {
       let full = prefix.isEmpty ? name : prefix + "/" + name
       switch type {
       case H5L_TYPE_HARD: break
@@ -142,7 +230,10 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
       default: throw .hdf5(file: path, reason: "`/\(full)` is a user-defined link; refused")
       }
       var object = H5O_info_t()
-      guard H5Oget_info_by_name2(group, name, &object, UInt32(H5O_INFO_BASIC), espalier_H5P_DEFAULT()) >= 0 else {
+      let inspected = HDF5Library.watched("inspecting `/\(full)`", file: path) {
+        H5Oget_info_by_name2(group, name, &object, UInt32(H5O_INFO_BASIC), espalier_H5P_DEFAULT())
+      }
+      guard inspected >= 0 else {
         throw .hdf5(file: path, reason: "cannot inspect `/\(full)`")
       }
       guard visited.insert(UInt64(object.addr)).inserted else { continue }
@@ -222,17 +313,10 @@ public final class HDF5Checkpoint: CheckpointReader, @unchecked Sendable {
     let (dtype, memoryType) = try HDF5Types.logicalType(type.id, dtypeAttribute: attribute, dataset: name, file: path)
     let info = TensorInfo(name: name, dtype: dtype, shape: shape)
     guard let declared = info.byteCount else { throw .validationOverflow(file: path, tensor: name) }
-    if H5Pget_layout(dcpl.id) == H5D_CHUNKED, !shape.contains(0) {
-      var chunkDims = [hsize_t](repeating: 0, count: max(rank, 1)), stored: hsize_t = 0, expected = 1
-      if H5Pget_chunk(dcpl.id, Int32(rank), &chunkDims) == Int32(rank), chunkDims.prefix(rank).allSatisfy({ $0 > 0 }),
-        H5Dget_num_chunks(dataset.id, space.id, &stored) >= 0
-      {
-        for (d, c) in zip(shape, chunkDims) { expected = expected.multipliedReportingOverflow(by: (d + Int(c) - 1) / Int(c)).partialValue }
-        if Int(stored) != expected {
-          throw .hdf5(file: path, reason: "dataset `/\(name)` stores \(stored) of its \(expected) chunks (a weight must be written whole)")
-        }
-      }
+    let grid = try HDF5Chunks.Grid(dataset.id, dcpl: dcpl.id, shape: shape) { reason in
+      .hdf5(file: path, reason: "dataset `/\(name)` \(reason)")
     }
+    _ = try grid?.requireWhole { reason in .hdf5(file: path, reason: "dataset `/\(name)` \(reason)") }
     // A "bomb": a tiny compressed dataset that expands past 4 GiB and a thousandfold.
     let stored = Int(clamping: H5Dget_storage_size(dataset.id))
     // Unfiltered layouts store exactly the declared bytes: anything else would be read past its storage.

@@ -49,6 +49,30 @@ enum HDF5Types {
     throw fail(cls == H5T_OPAQUE ? "an opaque \(size)-byte type without dtype=\"bfloat16\"" : "an unsupported type class")
   }
 
+  /// How a dataset's stored bytes relate to the tensor's (little-endian, as the memory type): the same
+  /// bytes, the same with each element's bytes reversed (a big-endian file type), or only through
+  /// libhdf5's conversion (any other layout of the bits).
+  enum StoredBytes { case asIs, swapped, converted }
+
+  static func storedBytes(_ file: hid_t, as memory: hid_t) -> StoredBytes {
+    let size = H5Tget_size(file), cls = H5Tget_class(file)
+    guard cls == H5Tget_class(memory), size == H5Tget_size(memory) else { return .converted }
+    if cls == H5T_OPAQUE { return .asIs }
+    for t in [file, memory] { guard H5Tget_offset(t) == 0, H5Tget_precision(t) == 8 * size else { return .converted } }
+    if cls == H5T_INTEGER && H5Tget_sign(file) != H5Tget_sign(memory) { return .converted }
+    if cls == H5T_FLOAT {
+      func layout(_ t: hid_t) -> [Int] {
+        var spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0
+        H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize)
+        return [spos, epos, esize, mpos, msize, H5Tget_ebias(t), Int(H5Tget_norm(t).rawValue)]
+      }
+      guard layout(file) == layout(memory) else { return .converted }
+    }
+    let (order, wanted) = (H5Tget_order(file), H5Tget_order(memory))
+    if order == wanted { return .asIs }
+    return (order == H5T_ORDER_BE || order == H5T_ORDER_LE) && (wanted == H5T_ORDER_BE || wanted == H5T_ORDER_LE) ? .swapped : .converted
+  }
+
   /// The little-endian 2-byte float type h5py builds for float16 (and its bfloat16 analogue): a copy of
   /// IEEE F32LE with the fields moved, the size set to 2 and the exponent bias set.
   static func twoByteFloat(_ dtype: DType) throws(FormatError) -> H5ID {
@@ -91,11 +115,15 @@ enum HDF5Attributes {
   /// or h5py's str attributes (variable-length UTF-8).
   static func strings(_ object: hid_t, _ name: String, file: String) -> [String]? {
     // Name lists are read in microseconds; a corrupt file that sends libhdf5 into a loop here ends the
-    // process with exit 2 after 10 s instead of hanging it.
-    if HDF5Library.guardsEnabled {
-      espalier_watch_begin("error: \(file): libhdf5 did not finish reading attribute `\(name)` within 10 s (the file is corrupt)\n", 10)
+    // process with exit 2 (HDF5Library.watched) instead of hanging it.
+    // libhdf5 allocates a variable-length string at the length the file declares: capped, a forged
+    // length fails the read (nil) instead of growing the process by gigabytes.
+    HDF5Library.watched("reading attribute `\(name)`", file: file) {
+      MemoryLimit.capped(headroom: 256 << 20) { read(object, name) }
     }
-    defer { if HDF5Library.guardsEnabled { espalier_watch_end() } }
+  }
+
+  private static func read(_ object: hid_t, _ name: String) -> [String]? {
     guard H5Aexists(object, name) > 0,
       let attribute = H5ID(H5Aopen(object, name, espalier_H5P_DEFAULT()), H5Aclose),
       let type = H5ID(H5Aget_type(attribute.id), H5Tclose), H5Tget_class(type.id) == H5T_STRING,
