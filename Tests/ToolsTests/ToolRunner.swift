@@ -27,8 +27,13 @@ enum Tools {
   }()
 
   static func run(_ tool: String, _ arguments: [String], environment: [String: String]? = nil) throws -> ToolResult {
+    try runExecutable(binDirectory + "/" + tool, arguments, environment: environment)
+  }
+
+  /// Runs any executable by path (a system tool such as xmllint or chromium).
+  static func runExecutable(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> ToolResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: binDirectory + "/" + tool)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     if let environment { process.environment = environment }
     let out = Pipe()

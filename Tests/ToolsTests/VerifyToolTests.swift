@@ -120,12 +120,51 @@ import Testing
     #expect(r.status == 2 && r.stderr.contains(shards[1]), "\(r.stderr)")
   }
 
+  /// --junit: a JUnit XML report CI systems show as test results, valid against the Apache Ant JUnit schema
+  /// (fixtures/junit/JUnit.xsd, checked with xmllint), a test case per check with the failure's message.
+  @Test func junitReportFollowsTheSchema() throws {
+    let dir = try FinetuneToolTests.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let base = try FinetuneToolTests.prunedBase(dir)
+    // A broken 2:4 group and a filled zero in one tensor; a changed norm; markup characters in the path.
+    try Self.planted(base, dir + "/bad <&\"'>") { $0 == 0 ? 0.25 : nil }
+    let bad = dir + "/bad <&\"'>"
+    func validate(_ report: String) throws -> String {
+      let xmllint = try #require(["/usr/bin/xmllint", "/usr/local/bin/xmllint"].first { FileManager.default.isExecutableFile(atPath: $0) },
+        "xmllint is missing: `make test` installs Debian's libxml2-utils")
+      let r = try Tools.runExecutable(xmllint, ["--noout", "--schema", Tools.fixtures + "/junit/JUnit.xsd", report])
+      #expect(r.status == 0, "\(r.stderr)")
+      return try String(contentsOfFile: report, encoding: .utf8)
+    }
+    var r = try verify([bad, "--base", base, "--pattern", "2:4", "--sparsity", "0.45", "--junit", dir + "/bad.xml"])
+    #expect(r.status == 1)
+    let failing = try validate(dir + "/bad.xml")
+    let tensors = try SafetensorsFile(path: base + "/model.safetensors").entries.count
+    let cases = failing.components(separatedBy: "<testcase ").count - 1
+    #expect(cases > 2 * tensors, "a case per check per tensor: \(cases) for \(tensors) tensors")
+    #expect(failing.contains("tests=\"\(cases)\" failures=\"2\""), "\(failing.prefix(400))")
+    // The planted tensor's two failed checks, each with its message; its other checks pass.
+    let name = "classname=\"\(Self.tensor)\""
+    #expect(failing.contains("<testcase \(name) name=\"pattern 2:4\" time=\"0\">\n      <failure message=\"1 of 2048 groups break 2:4\""))
+    #expect(failing.contains("<testcase \(name) name=\"the base&apos;s zeros kept\" time=\"0\">\n      <failure message=\"1 of the base&apos;s zeros filled\""))
+    #expect(failing.contains("<testcase \(name) name=\"finite\" time=\"0\"/>"))
+    #expect(failing.contains("<testcase classname=\"checkpoint\" name=\"global sparsity at least 45.00%\" time=\"0\"/>"))
+    #expect(failing.contains("<property name=\"model\" value=\"\(dir)/bad &lt;&amp;&quot;&apos;&gt;\"/>"))
+    // A passing run: every case passes; the report is rewritten in place.
+    r = try verify([base, "--pattern", "2:4", "--junit", dir + "/bad.xml"])
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(try validate(dir + "/bad.xml").contains("failures=\"0\""))
+    // The report never replaces an input.
+    r = try verify([base, "--junit", base + "/model.safetensors"])
+    #expect(r.status == 64 && r.stderr.contains("--junit"), "\(r.stderr)")
+  }
+
   @Test func usage() throws {
     let r = try verify(["x", "--adapter", "y"])
     #expect(r.status == 64 && r.stderr.contains("--adapter needs --base"))
     let help = try verify(["--help"])
     let text = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
-    for flag in ["--base", "--adapter", "--sparsity", "--pattern", "--allow-new-zeros", "--allow-nonfinite", "--json", "Exit status: 0"] {
+    for flag in ["--base", "--adapter", "--sparsity", "--pattern", "--allow-new-zeros", "--allow-nonfinite", "--junit", "--json", "Exit status: 0"] {
       #expect(text.contains(flag), "\(flag)")
     }
   }

@@ -19,7 +19,8 @@ struct VerifyCommand: ParsableCommand {
       must have exactly the base's zeros (none filled; none new unless --allow-new-zeros) and every other \
       tensor must be byte-identical. With --adapter (and --base), the adapted weights must equal the base merged \
       with the adapter within half an ulp of their dtype, and all other tensors must be byte-identical. \
-      Tensors are checked in parallel, one per core. Exit status: 0 every check passed, 1 a check failed \
+      Tensors are checked in parallel, one per core. --junit FILE also writes the checks as a JUnit XML \
+      report for CI test-result views (examples/ci/ has a GitHub Actions workflow and a GitLab CI job). Exit status: 0 every check passed, 1 a check failed \
       (an adapter that does not fit the base included), 2 an input could not be read, 64 usage error.
       """)
 
@@ -33,11 +34,18 @@ struct VerifyCommand: ParsableCommand {
   @Flag(help: "Let projection weights have zeros where the base has values.") var allowNewZeros = false
   @Flag(help: "Do not fail on NaN or Inf values.") var allowNonfinite = false
   @Flag(help: "List every tensor in the table, not only projections and failures.") var all = false
+  @Option(help: "Also write a JUnit XML report to FILE, a test case per check (per tensor and for the checkpoint), which CI systems show as test results; rewritten on every run (none by default).", completion: .file())
+  var junit: String?
   @OptionGroup var reporting: ReportOptions
 
   func validate() throws {
     if let sparsity, !(0...1).contains(sparsity) { throw ValidationError("--sparsity is a fraction in [0, 1], not \(sparsity)") }
     if adapter != nil && base == nil { throw ValidationError("--adapter needs --base (the checkpoint the adapter was merged into)") }
+    if let junit {
+      let inputs = [model, base, adapter].compactMap { $0 }
+      if FileSystem.isDirectory(junit) { throw ValidationError("--junit \(junit) is a directory; give the report's file name") }
+      do { try OutputPath.refuseInputs(junit, inputs, replacing: true) } catch { throw ValidationError("--junit: \(error)") }
+    }
   }
 
   func run() throws {
@@ -66,6 +74,17 @@ struct VerifyCommand: ParsableCommand {
     guard let verdict else { return }
     let seconds = clock.seconds
     if reporting.json { Output.json(VerifyOutput.json(verdict, seconds: seconds)) } else { VerifyOutput.print(verdict, all: all, seconds: seconds) }
-    if !verdict.passed { throw ExitStatus.checkFailed }
+    if let junit {
+      try runReportingErrors { try AtomicFile.write(VerifyJUnit.xml(verdict, seconds: seconds), to: junit) }
+    }
+    if !verdict.passed {
+      // The report above is data (stdout, often captured to a file); the reasons also go to stderr, where
+      // a CI log or a shell pipeline shows them.
+      let reasons = verdict.failures + verdict.tensors.flatMap { v in v.failures.map { "`\(v.info.name)`: \($0)" } }
+      Log.error("\(model) failed verification (\(reasons.count) problem\(reasons.count == 1 ? "" : "s")):")
+      for reason in reasons.prefix(10) { Log.info("  " + reason) }
+      if reasons.count > 10 { Log.info("  ... and \(reasons.count - 10) more (the report on stdout lists them all)") }
+      throw ExitStatus.checkFailed
+    }
   }
 }
