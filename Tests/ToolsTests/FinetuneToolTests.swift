@@ -146,6 +146,37 @@ import Testing
     }
   }
 
+  /// Every method trains with its reference's recipe unless a flag says otherwise (MethodRecipe): the
+  /// values are the references' (shared/reference/algorithms.md), and the run records what it used.
+  @Test func eachMethodDefaultsToItsReferenceRecipe() throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    // method: lr, min lr, warmup of 100 steps, weight decay, clip, alpha at rank 4, dropout.
+    let expected: [String: [Double]] = [
+      "lors": [2e-5, 1e-6, 0, 0, 1, 16, 0], "lora": [1e-4, 0, 5, 0, 1, 8, 0.05], "sqft": [3e-4, 0, 7, 0, 1, 8, 0.1],
+      "spp": [4e-3, 0, 3, 0.001, 1, 8, 0],
+    ]
+    for (method, values) in expected.sorted(by: { $0.key < $1.key }) {
+      let r = try Tools.run("espalier", ["finetune", Tools.fixtures + "/tiny-llama", "--data", Tools.fixtures + "/tokenizer/prose.txt",
+        "--output", dir + "/" + method, "--method", method, "--rank", "4", "--steps", "100", "--seq-len", "16", "--batch-size", "1",
+        "--grad-accum", "1", "--init-samples", "2", "--save-every", "0", "--json"])
+      #expect(r.status == 0, "\(method): \(r.stderr)")
+      let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+      let settings = try #require(report["settings"] as? [String: Any])
+      let found = ["lr", "min_lr", "warmup", "weight_decay", "max_grad_norm", "alpha", "dropout"].map { (settings[$0] as? NSNumber)?.doubleValue ?? .nan }
+      #expect(found == values, "\(method): \(found)")
+      // The scale: LoRS keeps alpha 16 (s = 16/sqrt(4) = 8); the others keep their references' s = 2.
+      #expect((settings["scale"] as? NSNumber)?.doubleValue == (method == "lors" ? 8 : 2), "\(method)")
+    }
+    // A flag overrides its value and nothing else.
+    let r = try Tools.run("espalier", ["finetune", Tools.fixtures + "/tiny-llama", "--data", Tools.fixtures + "/tokenizer/prose.txt",
+      "--output", dir + "/spp-lr", "--method", "spp", "--lr", "1e-3", "--warmup", "2", "--steps", "4", "--seq-len", "16", "--batch-size", "1",
+      "--grad-accum", "1", "--save-every", "0", "--json"])
+    let settings = try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["settings"] as? [String: Any])
+    #expect((settings["lr"] as? NSNumber)?.doubleValue == 1e-3 && (settings["warmup"] as? NSNumber)?.doubleValue == 2)
+    #expect((settings["weight_decay"] as? NSNumber)?.doubleValue == 0.001 && (settings["alpha"] as? NSNumber)?.doubleValue == 32)
+  }
+
   @Test func divergenceStopsWithExitOneAndKeepsTheLastCheckpoint() throws {
     let dir = try Self.temporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -175,11 +206,11 @@ import Testing
     #expect(rounds.map { $0["mean_rank"] as? Int } == [6, 7, 8, 9, 10] && rounds.last?["sparsity"] as? Double == 0.5)
     let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/out").sorted()
     #expect(files == ["adapter_config.json", "adapter_model.safetensors", "base", "checkpoints", "espalier.json", "losa.json", "train_log.jsonl"])
-    // Per-layer ranks: PEFT's rank_pattern, with alpha_pattern keeping s = alpha / r fixed.
+    // Per-layer ranks: PEFT's rank_pattern, with alpha_pattern keeping s = alpha / r fixed at LoSA's 2.
     let config = try Self.json(dir + "/out/adapter_config.json")
     let ranks = try #require(config["rank_pattern"] as? [String: Int]), alphas = try #require(config["alpha_pattern"] as? [String: Double])
     let last = try #require(rounds.last?["ranks"] as? [Int])
-    #expect(ranks["model.layers.1.mlp.down_proj"] == last[1] && alphas["model.layers.1.mlp.down_proj"] == Double(last[1]))
+    #expect(ranks["model.layers.1.mlp.down_proj"] == last[1] && alphas["model.layers.1.mlp.down_proj"] == 2 * Double(last[1]))
     let adapter = try SafetensorsFile(path: dir + "/out/adapter_model.safetensors")
     #expect(try adapter.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").shape == [last[0], 64])
     let merge = try Tools.run("espalier", ["merge", dir + "/out/base", dir + "/out", dir + "/merged"])

@@ -36,6 +36,8 @@ public struct FinetuneOptions: Sendable {
   public var lr = 2e-5
   public var minLr = 1e-6
   public var warmup = 0
+  /// Warmup as a fraction of a run's steps, added to `warmup` (LoSA: of each round's steps).
+  public var warmupRatio = 0.0
   public var weightDecay = 0.0
   public var maxGradNorm = 1.0
   public var batchSize = 4
@@ -63,7 +65,8 @@ public struct FinetuneOptions: Sendable {
     try require(dropout == 0 || method == .lora || method == .sqft,
       "--dropout applies to lora and sqft: \(method.rawValue) merges its adapter into the weight, leaving no branch to drop")
     try require(rank >= 1 && alpha > 0 && alpha.isFinite, "--rank must be >= 1 and --alpha a finite number > 0")
-    try require(lr > 0 && lr.isFinite && minLr >= 0 && minLr <= lr && warmup >= 0, "need a finite --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0")
+    try require(lr > 0 && lr.isFinite && minLr >= 0 && minLr <= lr && warmup >= 0 && warmupRatio >= 0 && warmupRatio <= 1,
+      "need a finite --lr > 0 and 0 <= --min-lr <= --lr, --warmup >= 0")
     try require(weightDecay >= 0 && weightDecay.isFinite && maxGradNorm >= 0 && maxGradNorm.isFinite, "--weight-decay and --max-grad-norm must be finite and >= 0")
     try require(batchSize >= 1 && gradAccum >= 1 && seqLen >= 2 && initSamples >= 1 && saveEvery >= 0 && epochs > 0 && (steps ?? 1) >= 1,
       "--batch-size, --grad-accum, --init-samples, --steps must be >= 1, --seq-len >= 2, --save-every >= 0, --epochs > 0")
@@ -74,10 +77,20 @@ public struct FinetuneOptions: Sendable {
 
   /// The trainer's options for a run of `steps` steps (a cosine schedule over exactly those steps).
   public func training(steps: Int) -> TrainingOptions {
-    var t = TrainingOptions(steps: steps, schedule: CosineSchedule(base: lr, floor: minLr, warmup: warmup, total: steps))
+    let warmupSteps = warmup + Int((warmupRatio * Double(steps)).rounded())
+    var t = TrainingOptions(steps: steps, schedule: CosineSchedule(base: lr, floor: minLr, warmup: warmupSteps, total: steps))
     (t.batchSize, t.gradAccum, t.weightDecay, t.maxGradNorm) = (batchSize, gradAccum, weightDecay, maxGradNorm)
     (t.seed, t.gradient, t.recomputedLayers) = (seed, gradient, recomputedLayers)
     return t
+  }
+
+  /// Takes `method`'s reference recipe (MethodRecipe): learning rate and floor, warmup, weight decay,
+  /// gradient clipping, dropout, and the alpha that gives its scale at `rank` under the scale rule.
+  public mutating func applyRecipe() {
+    let r = MethodRecipe.of(method)
+    (lr, minLr, warmup, warmupRatio) = (r.lr, r.minLr, r.warmupSteps, r.warmupRatio)
+    (weightDecay, maxGradNorm, dropout) = (r.weightDecay, r.maxGradNorm, r.dropout)
+    alpha = r.alpha(rank: rank, rule: resolvedScaleRule)
   }
 
   public var resolvedScaleRule: ScaleRule { scaleRule ?? (method == .lors ? .rslora : .lora) }

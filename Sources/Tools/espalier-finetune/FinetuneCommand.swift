@@ -42,6 +42,8 @@ struct FinetuneCommand: ParsableCommand {
       (the final pruned base: `espalier merge OUT/base OUT MERGED`, `espalier verify MERGED --base \
       OUT/base`) and losa.json (every round's rates, ranks and losses; also in --json).
 
+      Defaults: every method trains with its reference's recipe unless a flag says otherwise (learning       rate and cosine floor, warmup, weight decay, gradient clipping, dropout, and its scale s, from which       alpha follows at --rank): lors from the LoRS scripts, lora from Wanda's lora_ft, sqft from SQFT       SparsePEFT, spp from SPP's finetune.py, losa from LoSA. The flags' help lists each value; --json and       train_log.jsonl record the values used.
+
       Progress goes to stderr, the summary (or --json report) to stdout. Exit status: 0 trained, 1 training \
       stopped (non-finite loss or gradient; the last checkpoint is kept), 2 unreadable input, 3 the memory \
       plan does not fit, 64 usage.
@@ -51,20 +53,27 @@ struct FinetuneCommand: ParsableCommand {
   @Option(help: "Training data: text file, directory of text files, JSONL (\"text\" or Alpaca fields) or Alpaca JSON.") var data: String
   @Option(help: "Output directory for checkpoints, the step log and the adapter.") var output: String
   @Option(help: "Adapter method: lors, lora, sqft, spp, or losa (prune and tune together; needs --sparsity).") var method = AdapterMethod.lors
-  @Option(help: "Adapter rank r (ignored by spp, whose A has 16 row blocks; losa: the largest per-layer rank).") var rank = 16
-  @Option(help: "LoRA alpha; the scale is alpha/sqrt(r) or alpha/r by --scale-rule.") var alpha = 16.0
+  @Option(help: "Adapter rank r (spp: its A has 16 row blocks whatever r, and r only enters its scale alpha/r; losa: the largest per-layer rank).") var rank = 16
+  @Option(help: ArgumentHelp("LoRA alpha; the scale is alpha/sqrt(r) or alpha/r by --scale-rule (default: " + Self.perMethod { r in r.fixedAlpha.map { Format.general($0) } ?? "\(Format.general(r.scale))·r (s = \(Format.general(r.scale)))" } + ")."))
+  var alpha: Double?
   @Option(help: "rslora (s = alpha/sqrt(r)) or lora (s = alpha/r); default: rslora for lors, lora for the baselines.") var scaleRule: ScaleRule?
   @Option(help: "LoRS adapter gradient: reordered (the paper's cheap form) or exact (the masked gradient); default: reordered for lors, exact for losa.") var gradient: LoRSGradient?
-  @Option(help: "Dropout on the adapter branch's input (lora and sqft; lors and spp merge before the product and take none).") var dropout = 0.0
+  @Option(help: ArgumentHelp("Dropout on the adapter branch's input, lora and sqft only: lors and spp merge before the product and take none (default: " + Self.perMethod({ Format.general($0.dropout) }, only: [.lora, .sqft]) + ")."))
+  var dropout: Double?
   @Option(help: "Projections to adapt, comma-separated short names.") var targets = ProjectionNames.all.joined(separator: ",")
   @Option(name: .customLong("init"), help: "Initialisation: gradient (top singular vectors of the averaged gradient, from a one-pass randomized sketch, as svd_lowrank approximates it), gradient-exact (the SVD of every dense gradient: memory-heavy, for comparison) or random (kaiming input side, zero output side); default: gradient for lors, random otherwise.") var initialization: AdapterInit?
   @Option(help: "Windows whose gradient is averaged for --init gradient.") var initSamples = 128
   @OptionGroup var memory: MemoryOptions
-  @Option(help: "Peak learning rate.") var lr = 2e-5
-  @Option(help: "Floor of the cosine schedule.") var minLr = 1e-6
-  @Option(help: "Linear warmup steps.") var warmup = 0
-  @Option(help: "AdamW decoupled weight decay.") var weightDecay = 0.0
-  @Option(help: "Clip the global gradient norm to this (0 = off).") var maxGradNorm = 1.0
+  @Option(help: ArgumentHelp("Peak learning rate (default: " + Self.perMethod { Format.general($0.lr) } + ")."))
+  var lr: Double?
+  @Option(help: ArgumentHelp("Floor of the cosine schedule (default: " + Self.perMethod { Format.general($0.minLr) } + ")."))
+  var minLr: Double?
+  @Option(help: ArgumentHelp("Linear warmup steps (default: " + Self.perMethod { r in r.warmupRatio > 0 ? "\(Int((r.warmupRatio * 100).rounded()))% of the steps" : "\(r.warmupSteps)" } + "; losa: of each round's)."))
+  var warmup: Int?
+  @Option(help: ArgumentHelp("AdamW decoupled weight decay (default: " + Self.perMethod { Format.general($0.weightDecay) } + ")."))
+  var weightDecay: Double?
+  @Option(help: ArgumentHelp("Clip the global gradient norm to this, 0 = off (default: " + Self.perMethod { Format.general($0.maxGradNorm) } + ")."))
+  var maxGradNorm: Double?
   @Option(help: "Windows per micro-batch.") var batchSize = 4
   @Option(help: "Micro-batches per optimizer step.") var gradAccum = 4
   @Option(help: "Tokens per window (capped at the model's context).") var seqLen = 512
@@ -85,13 +94,27 @@ struct FinetuneCommand: ParsableCommand {
 
   var options: FinetuneOptions {
     var o = FinetuneOptions()
-    (o.method, o.rank, o.alpha, o.scaleRule, o.dropout) = (method, rank, alpha, scaleRule, dropout)
+    (o.method, o.rank, o.scaleRule) = (method, rank, scaleRule)
+    // The method's reference recipe, then whatever the flags set.
+    o.applyRecipe()
+    if let alpha { o.alpha = alpha }
+    if let dropout { o.dropout = dropout }
+    if let lr { o.lr = lr }
+    if let minLr { o.minLr = minLr } else { o.minLr = min(o.minLr, o.lr) }
+    if let warmup { (o.warmup, o.warmupRatio) = (warmup, 0) }
+    if let weightDecay { o.weightDecay = weightDecay }
+    if let maxGradNorm { o.maxGradNorm = maxGradNorm }
     o.gradient = gradient ?? (method == .losa ? .exact : .reordered)
     o.targets = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-    (o.initialization, o.initSamples, o.lr, o.minLr, o.warmup) = (initialization, initSamples, lr, minLr, warmup)
-    (o.weightDecay, o.maxGradNorm, o.batchSize, o.gradAccum, o.seqLen, o.steps) = (weightDecay, maxGradNorm, batchSize, gradAccum, seqLen, steps)
+    (o.initialization, o.initSamples) = (initialization, initSamples)
+    (o.batchSize, o.gradAccum, o.seqLen, o.steps) = (batchSize, gradAccum, seqLen, steps)
     (o.epochs, o.seed, o.saveEvery, o.resume, o.overwrite) = (epochs, seed, saveEvery, resume, out.overwrite)
     return o
+  }
+
+  /// A default that differs by method, for --help: "lors 2e-05, lora 0.0001, ...".
+  static func perMethod(_ value: (MethodRecipe) -> String, only: [AdapterMethod] = AdapterMethod.allCases) -> String {
+    only.map { "\($0.rawValue) \(value(MethodRecipe.of($0)))" }.joined(separator: ", ")
   }
 
   var losa: LoSAOptions {
