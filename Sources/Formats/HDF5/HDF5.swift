@@ -27,8 +27,14 @@ final class H5ID {
 }
 
 enum HDF5Library {
-  /// Silences libhdf5's own error printing (we report errors ourselves). Idempotent.
-  static let quiet: Void = { _ = H5Eset_auto2(espalier_H5E_DEFAULT(), nil, nil) }()
+  /// Silences libhdf5's own error printing (we report errors ourselves), and keeps libhdf5 from closing
+  /// what is still open when the process exits: on a corrupt file that close can fault, outside any
+  /// guard, after the tool has finished (the fuzzer saw it). Files are read-only except the writer's,
+  /// which closes its file before renaming it into place. Idempotent; must come before any other call.
+  static let quiet: Void = {
+    _ = H5dont_atexit()
+    _ = H5Eset_auto2(espalier_H5E_DEFAULT(), nil, nil)
+  }()
 
   /// ESPALIER_HDF5_GUARD=off turns the crash guard and the attribute watchdog off: the fuzzer sets it, so
   /// that faults inside libhdf5 reach its sanitizers and its own timeouts (SIGALRM) keep working.
