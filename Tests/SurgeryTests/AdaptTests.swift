@@ -223,7 +223,7 @@ import Testing
       }
     }
     let weight = [Float](repeating: 0, count: out * inp)
-    let layer = try weight.withUnsafeBufferPointer { w in
+    let layer = weight.withUnsafeBufferPointer { w in
       SketchingLinear(DenseLinear(weight: w.baseAddress!, inFeatures: inp, outFeatures: out), rank: rank, seed: 3)
     }
     var x = [Float](repeating: 0, count: inp * inp)
@@ -231,7 +231,7 @@ import Testing
     var dy = [Float](repeating: 0, count: inp * out)
     for i in 0..<out { for j in 0..<inp { dy[j * out + i] = g[i * inp + j] } }
     var dx = [Float](repeating: 0, count: inp * inp)
-    try weight.withUnsafeBufferPointer { _ in layer.backward(dinp: &dx, dout: dy, inp: x, N: inp) }
+    weight.withUnsafeBufferPointer { _ in layer.backward(dinp: &dx, dout: dy, inp: x, N: inp) }
     let v = try layer.rightSingularVectors(rank: rank)
     // Each true top-4 right singular vector lies in the span of the sketched ones.
     for r in 0..<rank {

@@ -27,7 +27,7 @@ enum HDF5Chunks {
       var values = [UInt32](repeating: 0, count: 8)
       var name = [CChar](repeating: 0, count: 64)
       let id = H5Pget_filter2(dcpl, UInt32(i), &flags, &elements, &values, name.count, &name, &config)
-      return HDF5Filter(id: id, name: String(cString: name))
+      return HDF5Filter(id: id, name: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
   }
 

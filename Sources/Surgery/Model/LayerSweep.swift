@@ -80,7 +80,7 @@ public final class LayerSweep {
     for group in groups {
       let T = sequences[group.lowerBound].count
       let r = runner(group.count, T)
-      try r.forwardHead(input: hidden.base + offsets[group.lowerBound], targets: group.flatMap { targets[$0] })
+      _ = try r.forwardHead(input: hidden.base + offsets[group.lowerBound], targets: group.flatMap { targets[$0] })
       let nll = r.tokenNLL
       for (k, i) in group.enumerated() {
         var sum = 0.0
