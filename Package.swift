@@ -16,6 +16,7 @@ let package = Package(
     .executable(name: "espalier-finetune", targets: ["espalier-finetune"]),
     .executable(name: "espalier-merge", targets: ["espalier-merge"]),
     .executable(name: "espalier-verify", targets: ["espalier-verify"]),
+    .executable(name: "espalier-generate", targets: ["espalier-generate"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -71,6 +72,12 @@ let package = Package(
         "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-finetune"),
+    .executableTarget(
+      name: "espalier-generate",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-generate"),
     .executableTarget(
       name: "espalier-merge",
       dependencies: [

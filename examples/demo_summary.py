@@ -2,7 +2,8 @@
 """Prints the demo's summary table from the files its Makefile rules wrote (standard library only).
 
 usage: demo_summary.py DEMO_DIR DENSE_DIR
-DEMO_DIR holds eval-{dense,pruned,tuned}.json, verify-{pruned,merged}.json, time-*.txt and the pruned/,
+DEMO_DIR holds eval-{dense,pruned,tuned}.json, generate-{dense,pruned,tuned}.json (optional),
+verify-{pruned,merged}.json, time-*.txt and the pruned/,
 merged/ and compressed/ checkpoints; DENSE_DIR is the dense checkpoint.
 """
 import json
@@ -60,19 +61,31 @@ def main():
                              ("merged, compressed", os.path.join(demo, "compressed"))):
         print(f"  {label:<28} {megabytes(weights_bytes(directory)):>10}")
 
+    answers = [(label, os.path.join(demo, f"generate-{key}.json")) for label, key in rows]
+    if all(os.path.exists(path) for _, path in answers):
+        prompt = load(answers[0][1])
+        print()
+        print(f"one greedy answer from each model (prompt: examples/demo_prompt.txt, {len(prompt['prompt_ids'])} tokens;"
+              f" at most {prompt['max_tokens']} new tokens)")
+        for label, path in answers:
+            answer = load(path)
+            text = " ".join(answer["text"].split())
+            ending = "" if answer["stop"] == "eos" else " [...]"
+            print(f"  {label:<28} {text}{ending}")
+
     print()
     print("time per stage")
     total = 0.0
-    for stage in ("prune", "finetune", "merge", "verify", "compress", "eval"):
-        if stage == "eval":
-            parts = [seconds(demo, f"eval-{m}") for m in ("dense", "pruned", "tuned")]
+    for stage in ("prune", "finetune", "merge", "verify", "compress", "eval", "generate"):
+        if stage in ("eval", "generate"):
+            parts = [seconds(demo, f"{stage}-{m}") for m in ("dense", "pruned", "tuned")]
             s = sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
         else:
             s = seconds(demo, stage)
         if s is None:
             continue
         total += s
-        print(f"  {stage + (' (3 models)' if stage == 'eval' else ''):<28} {s:>8.1f} s")
+        print(f"  {stage + (' (3 models)' if stage in ('eval', 'generate') else ''):<28} {s:>8.1f} s")
     print(f"  {'total (these stages)':<28} {total:>8.1f} s")
 
 

@@ -111,4 +111,33 @@ import Testing
     let json = try JSONParser.parse(Array(#"{"model": {"type": "Unigram", "vocab": []}}"#.utf8))
     #expect(throws: FormatError.self) { _ = try Tokenizer(json: json, file: "x") }
   }
+
+  /// The prompt prefix: Llama 3's TemplateProcessing (inside a Sequence, as its tokenizer.json has it), or
+  /// tokenizer_config.json's add_bos_token; none for a ByteLevel post-processor (SmolLM2).
+  @Test func promptPrefixComesFromThePostProcessorOrAddBOS() throws {
+    func tokenizer(_ postProcessor: String) throws -> Tokenizer {
+      let text = """
+        {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+         "added_tokens": [{"id": 3, "content": "<|begin_of_text|>", "special": true}],
+         "post_processor": \(postProcessor)}
+        """
+      return try Tokenizer(json: try JSONParser.parse(Array(text.utf8)), file: "t")
+    }
+    let template = """
+      {"type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [3], "tokens": ["<|begin_of_text|>"]}}}]}
+      """
+    let llama3 = try tokenizer(template)
+    #expect(llama3.promptPrefix == [3])
+    #expect(llama3.encodePrompt("ab") == [3, 2])
+    #expect(llama3.encode("ab") == [2])
+    let plain = try tokenizer(#"{"type": "ByteLevel"}"#)
+    #expect(plain.promptPrefix.isEmpty)
+    plain.addBOS(from: try JSONParser.parse(Array(#"{"add_bos_token": true, "bos_token": {"content": "<|begin_of_text|>"}}"#.utf8)))
+    #expect(plain.promptPrefix == [3])
+    let off = try tokenizer("null")
+    off.addBOS(from: try JSONParser.parse(Array(#"{"add_bos_token": false, "bos_token": "<|begin_of_text|>"}"#.utf8)))
+    #expect(off.promptPrefix.isEmpty)
+  }
 }

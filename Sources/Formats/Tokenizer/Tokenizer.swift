@@ -18,6 +18,10 @@ public final class Tokenizer: @unchecked Sendable {
   let merges: [MergePair: (rank: Int32, result: Int32)]
   let preTokenizer: PreTokenizer
   let ignoreMerges: Bool
+  /// Tokens the model expects before a prompt (a BOS), from tokenizer.json's TemplateProcessing post-processor
+  /// or tokenizer_config.json's add_bos_token; `encode` never adds them (perplexity windows do not start a
+  /// document), `encodePrompt` does.
+  public internal(set) var promptPrefix: [Int32] = []
   private var cache: [String: [Int32]] = [:]
   private let cacheLimit = 100_000
 
@@ -96,7 +100,33 @@ public final class Tokenizer: @unchecked Sendable {
     merges = ranks
     preTokenizer = try PreTokenizer(object["pre_tokenizer"] ?? .null, file: file)
     ignoreMerges = model["ignore_merges"]?.boolValue ?? false
+    promptPrefix = Self.templatePrefix(object["post_processor"], vocab: vocab)
   }
+
+  /// The special tokens a TemplateProcessing post-processor puts before a single sequence (`$A`), also
+  /// inside a Sequence of processors.
+  static func templatePrefix(_ processor: JSONValue?, vocab: [String: Int32]) -> [Int32] {
+    guard let p = processor?.objectValue else { return [] }
+    if p["type"]?.stringValue == "Sequence" {
+      for inner in p["processors"]?.arrayValue ?? [] {
+        let prefix = templatePrefix(inner, vocab: vocab)
+        if !prefix.isEmpty { return prefix }
+      }
+      return []
+    }
+    guard p["type"]?.stringValue == "TemplateProcessing" else { return [] }
+    var prefix: [Int32] = []
+    for piece in p["single"]?.arrayValue ?? [] {
+      guard let special = piece.objectValue?["SpecialToken"]?.objectValue, let name = special["id"]?.stringValue else { break }
+      let ids = p["special_tokens"]?.objectValue?[name]?.objectValue?["ids"]?.arrayValue?.compactMap(\.intValue).map(Int32.init)
+      guard let ids = ids ?? vocab[name].map({ [$0] }) else { break }
+      prefix += ids
+    }
+    return prefix
+  }
+
+  /// The ids of a prompt: `promptPrefix`, then `encode(text)`.
+  public func encodePrompt(_ text: String) -> [Int32] { promptPrefix + encode(text) }
 
   public func id(of token: String) -> Int32? { vocab[token] }
 
@@ -199,11 +229,26 @@ extension Tokenizer {
   public static func forCheckpoint(_ path: String) throws(FormatError) -> Tokenizer {
     if !FileSystem.isDirectory(path), try Checkpoint.kind(ofFile: path) == .gguf {
       let files = try GGUFTokenizer.files(try GGUFFile(path: path), contextLength: 0)
-      do { return try Tokenizer(json: try JSONParser.parse(Array(files.tokenizerJSON.utf8)), file: path) } catch let e as FormatError {
+      do {
+        let tokenizer = try Tokenizer(json: try JSONParser.parse(Array(files.tokenizerJSON.utf8)), file: path)
+        tokenizer.addBOS(from: try JSONParser.parse(Array(files.tokenizerConfigJSON.utf8)))
+        return tokenizer
+      } catch let e as FormatError {
         throw e
       } catch { throw .io(file: path, reason: "\(error)") }
     }
     let directory = FileSystem.isDirectory(path) ? path : (path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
-    return try Tokenizer(contentsOf: directory)
+    let tokenizer = try Tokenizer(contentsOf: directory)
+    let config = directory + "/tokenizer_config.json"
+    if FileSystem.exists(config) { tokenizer.addBOS(from: try JSONFile.read(config)) }
+    return tokenizer
+  }
+
+  /// tokenizer_config.json's `add_bos_token: true` with its `bos_token` (a string or {"content": …}) makes
+  /// that token the prompt prefix, unless the post-processor already gives one.
+  func addBOS(from config: JSONValue) {
+    guard promptPrefix.isEmpty, let o = config.objectValue, o["add_bos_token"]?.boolValue == true else { return }
+    let bos = o["bos_token"]?.stringValue ?? o["bos_token"]?.objectValue?["content"]?.stringValue
+    if let bos, let id = vocab[bos] { promptPrefix = [id] }
   }
 }

@@ -94,18 +94,24 @@ public struct RoPE: Sendable {
     apply(x, B: B, T: T, heads: heads, sign: 1)
   }
 
+  /// In place on x: (T, heads, hd) of one sequence at positions start..<start+T (decoding with a cache).
+  public func forward(_ x: UnsafeMutablePointer<Float>, start: Int, T: Int, heads: Int) {
+    precondition(start + T <= maxPositions, "RoPE tables hold \(maxPositions) positions")
+    apply(x, B: 1, T: T, heads: heads, sign: 1, start: start)
+  }
+
   /// The transpose of the rotation, in place on the gradient (RoPE is orthogonal: backward rotates by −θ).
   public func backward(_ dx: UnsafeMutablePointer<Float>, B: Int, T: Int, heads: Int) {
     apply(dx, B: B, T: T, heads: heads, sign: -1)
   }
 
-  private func apply(_ x: UnsafeMutablePointer<Float>, B: Int, T: Int, heads: Int, sign: Float) {
+  private func apply(_ x: UnsafeMutablePointer<Float>, B: Int, T: Int, heads: Int, sign: Float, start: Int = 0) {
     let half = headDim / 2
     cosTable.withUnsafeBufferPointer { cosT in
       sinTable.withUnsafeBufferPointer { sinT in
         for b in 0..<B {
           for t in 0..<T {
-            let cs = cosT.baseAddress! + t * half, sn = sinT.baseAddress! + t * half
+            let cs = cosT.baseAddress! + (start + t) * half, sn = sinT.baseAddress! + (start + t) * half
             for h in 0..<heads {
               let v = x + ((b * T + t) * heads + h) * headDim
               for i in 0..<half {

@@ -159,3 +159,21 @@ extension LMHead {
     return LMHeadResult(loss: count > 0 ? Float(total / Double(count)) : 0, count: count)
   }
 }
+
+extension LMHead {
+  /// The logits of one token: out (V) = W (V, C) · x (C), over a resident weight or a stored one widened
+  /// a chunk of vocabulary rows at a time (decoding).
+  static func logits(x: UnsafePointer<Float>, weight: Weight, C: Int, V: Int, into out: UnsafeMutablePointer<Float>) throws(FormatError) {
+    switch weight {
+    case .resident(let w):
+      Gemm.sgemm(out, x, w, m: 1, n: V, k: C, transB: true)
+    case .stored(let table):
+      for start in stride(from: 0, to: V, by: table.chunkRows) {
+        let rows = min(table.chunkRows, V - start)
+        try table.withRows(start..<(start + rows)) { w in
+          Gemm.sgemm(out + start, x, w, m: 1, n: rows, k: C, transB: true)
+        }
+      }
+    }
+  }
+}

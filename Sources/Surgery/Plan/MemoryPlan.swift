@@ -190,6 +190,22 @@ public enum MemoryPlanner {
     return candidates.first { $0.fits } ?? candidates.last!
   }
 
+  /// espalier generate: one sequence of up to `capacity` positions, the prompt fed `chunk` tokens at a time.
+  public static func generate(_ m: ModelFacts, capacity: Int, chunk: Int, budget: Int, budgetSource: String) -> MemoryPlan {
+    let c = m.config
+    let candidates = [LlamaModel.Residency.resident, .streamed].map { residency in
+      var items = [runtimeItem]
+      items += m.weights(residency, headTokens: 1)
+      items.append(.init(
+        what: "KV cache (\(c.layers) layers × \(capacity) positions × \(c.kvDim) × 2, f32) and buffers for \(min(chunk, capacity)) tokens",
+        bytes: Decoder.bytes(c, chunk: min(chunk, capacity), capacity: capacity)))
+      return MemoryPlan(
+        tool: "generate", residency: residency, batchSize: 1, hiddenBudget: 0, sweepSequences: 1, initBudget: 0, items: items,
+        budget: budget, budgetSource: budgetSource)
+    }
+    return candidates.first { $0.fits } ?? candidates.last!
+  }
+
   /// espalier finetune: adapters of `rank` on `targets` (short names), micro-batches of `batch` × `seqLen`.
   /// Fastest first: resident with every layer's activations kept; streamed; then resident and streamed
   /// with as few layers as fit recomputed in backward (one more forward of those layers per step).

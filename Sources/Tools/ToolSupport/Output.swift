@@ -8,6 +8,12 @@ public enum Output {
     print(text)
   }
 
+  /// Writes `text` now, without a newline (text streamed as it is produced).
+  public static func stream(_ text: String) {
+    print(text, terminator: "")
+    fflush(nil)  // every stream: naming `stdout` is not concurrency-safe in Swift 6
+  }
+
   /// Prints a JSON report (pretty, keys in the order built) followed by a newline.
   public static func json(_ value: JSONValue) {
     line(JSONWriter.pretty(value, sortKeys: false))

@@ -11,6 +11,7 @@ let verbs = [
   ("convert", "convert safetensors / GGUF / HDF5 checkpoints to safetensors or HDF5, or compress sparse ones"),
   ("eval", "perplexity on a text, or multiple-choice accuracy, of a checkpoint"),
   ("finetune", "LoRS (or LoRA, SQFT, SPP) adapters trained on a sparse model without leaving its mask"),
+  ("generate", "continue a prompt with a checkpoint (KV cache; greedy or sampled), streaming the text"),
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
   ("merge", "merge an adapter into its base under the mask, refusing a mismatched base"),
   ("prune", "magnitude, Wanda or SparseGPT pruning, unstructured or N:M, calibrated layer by layer"),
