@@ -108,7 +108,7 @@ $(DEMO)/generate-pruned.json: $(DEMO)/pruned/model.safetensors examples/demo_pro
 $(DEMO)/generate-tuned.json: $(DEMO)/compressed/model.safetensors examples/demo_prompt.txt
 	$(call TIMED,generate-tuned) $(BUILD)/espalier generate $(DEMO)/compressed $(DEMO_GENERATE) > $@.tmp && mv $@.tmp $@
 
-bench: build $(SMOLLM2_GGUF) ## run the benchmarks and print the figures recorded in bench/RESULTS.md
+bench: build $(SMOLLM2_GGUF) ## run the benchmarks and rewrite bench/RESULTS.md (BENCH="methods generate" runs only those sections; the others keep their figures)
 	bash bench/run.sh
 
 fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/requirements.txt)

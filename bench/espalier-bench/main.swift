@@ -341,7 +341,7 @@ func measureRSS(_ command: [String]) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | make-llama SHAPE DIR TOKENIZER | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | sparse-checkpoint DENSE DIR | rss COMMAND [ARGS...]")
+  say("usage: espalier-bench convert-bf16 DIR | convert GGUF DIR | make-shards DIR | make-llama SHAPE DIR TOKENIZER | engine MODEL [B T] | finetune-step MODEL METHOD TEXT [B T r] | sparse-checkpoint DENSE DIR | generate MODEL PROMPT_FILE TOKENS | rss COMMAND [ARGS...]")
   exit(64)
 }
 do {
@@ -364,6 +364,8 @@ do {
     let T = arguments.count > 6 ? Int(arguments[6]) ?? 256 : 256
     let r = arguments.count > 7 ? Int(arguments[7]) ?? 16 : 16
     try benchFinetuneStep(model: arguments[2], method: method, text: arguments[4], B: B, T: T, rank: r)
+  case "generate" where arguments.count >= 5:
+    try benchGenerate(model: arguments[2], promptFile: arguments[3], tokens: Int(arguments[4]) ?? 128)
   case "engine":
     let B = arguments.count > 3 ? Int(arguments[3]) ?? 4 : 4
     let T = arguments.count > 4 ? Int(arguments[4]) ?? 256 : 256

@@ -7,7 +7,7 @@
 //
 // The byte counts are the engine's own allocations (ActivationPlan, the block workspace, the head's
 // chunk, statistics) plus a fixed runtime share measured on this code (binary, Swift runtime, OpenBLAS's
-// per-thread buffers); bench/RESULTS.md compares the plans against peak RSS.
+// per-thread buffers); bench/NOTES.md compares the plans against peak RSS.
 
 import Formats
 
@@ -122,7 +122,7 @@ public struct ModelFacts: Sendable {
 public enum MemoryPlanner {
   /// Process, Swift runtime, OpenBLAS's buffers, the tokenizer and allocator slack: what measured peaks
   /// leave beyond the planned items (SmolLM2 streamed: finetune 42 MB, eval 56 MB, prune 77 MB; the whole
-  /// tiny-llama run peaks at 36 MB), rounded up. bench/RESULTS.md compares plans with peaks.
+  /// tiny-llama run peaks at 36 MB), rounded up. bench/NOTES.md compares plans with peaks.
   public static let runtime = 80_000_000
   static let runtimeItem = MemoryPlan.Item(what: "runtime (binary, libraries, BLAS buffers)", bytes: runtime)
 
