@@ -4,8 +4,9 @@
 SWIFT       ?= swift
 BUILD       := .build/release
 APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev zlib1g-dev pkg-config
-# What only the tests use: xmllint validates verify's JUnit report against the JUnit schema.
-TEST_APT_PACKAGES := libxml2-utils
+# What only the tests use: xmllint validates verify's JUnit report against the JUnit schema; chromium renders
+# espalier report's page headless (no console error, a screenshot).
+TEST_APT_PACKAGES := libxml2-utils chromium
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 
@@ -25,7 +26,7 @@ apt_install = @missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || miss
 deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
 	$(call apt_install,$(APT_PACKAGES))
 
-test-deps: ## install what only the tests use (xmllint) when missing
+test-deps: ## install what only the tests use (xmllint, chromium) when missing
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
 build: deps ## build every tool in release mode
