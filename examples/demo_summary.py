@@ -87,6 +87,9 @@ def main():
         total += s
         print(f"  {stage + (' (3 models)' if stage in ('eval', 'generate') else ''):<28} {s:>8.1f} s")
     print(f"  {'total (these stages)':<28} {total:>8.1f} s")
+    if os.path.exists(os.path.join(demo, "report.html")):
+        print()
+        print(f"the run as a page (loss curve, per-layer sparsity and weight change): {os.path.join(demo, 'report.html')}")
 
 
 if __name__ == "__main__":

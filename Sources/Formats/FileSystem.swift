@@ -13,6 +13,15 @@ public enum FileSystem {
     return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
   }
 
+  /// `path` made absolute against the working directory (symbolic links and ".." are left as they are);
+  /// `path` itself when it is absolute or the working directory cannot be read.
+  public static func absolute(_ path: String) -> String {
+    guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+    defer { free(cwd) }
+    let directory = String(cString: cwd)
+    return (directory == "/" ? "" : directory) + "/" + path
+  }
+
   /// Size in bytes (0 when the file cannot be stat'ed).
   public static func size(_ path: String) -> Int {
     var info = stat()

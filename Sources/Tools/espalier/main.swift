@@ -15,6 +15,7 @@ let verbs = [
   ("inspect", "list tensors, sizes, sparsity and N:M conformance of a checkpoint"),
   ("merge", "merge an adapter into its base under the mask, refusing a mismatched base"),
   ("prune", "magnitude, Wanda or SparseGPT pruning, unstructured or N:M, calibrated layer by layer"),
+  ("report", "one self-contained HTML page of training runs: loss curves, per-layer sparsity and change, perplexity"),
   ("verify", "CI gate: integrity, sparsity and N:M, the base's zero set kept, an adapter merged exactly"),
 ]
 
