@@ -5,7 +5,7 @@ import Testing
 @testable import Surgery
 
 @Suite struct GemmTests {
-  @Test(arguments: [(1, 1, 1), (1, 7, 13), (1, 300, 5), (3, 5, 7), (17, 9, 33), (64, 3, 5)], [false, true])
+  @Test(arguments: [(1, 1, 1), (1, 7, 13), (3, 5, 7), (17, 9, 33), (64, 3, 5)], [false, true])
   func blasMatchesNaive(shape: (Int, Int, Int), transpose: Bool) {
     let (m, n, k) = shape
     var state: UInt32 = 12345
@@ -24,17 +24,19 @@ import Testing
     }
   }
 
-  /// One row (the matrix-vector path): beta = 0 ignores NaN in C, and strided leading dimensions hold.
-  @Test(arguments: [false, true], [false, true])
-  func oneRowWithStridesAndNaNOutput(transA: Bool, transB: Bool) {
-    let (n, k, pad) = (11, 6, 3)
-    let lda = transA ? 1 + pad : k + pad, ldb = (transB ? k : n) + pad
-    let a = (0..<(transA ? k * lda : lda)).map { Float($0 % 7) - 3 }
-    let b = (0..<((transB ? n : k) * ldb)).map { Float($0 % 5) * 0.25 - 0.5 }
+  /// The matrix-vector product against the naive sgemm, both ways, with a padded leading dimension; y's
+  /// NaN content is ignored.
+  @Test(arguments: [false, true])
+  func matrixVectorMatchesNaive(transposed: Bool) {
+    let (rows, cols, lda) = (11, 6, 9)
+    let a = (0..<(rows * lda)).map { Float($0 % 7) - 3 }
+    let x = (0..<(transposed ? rows : cols)).map { Float($0 % 5) * 0.25 - 0.5 }
+    let n = transposed ? cols : rows
     var fast = [Float](repeating: .nan, count: n)
     var naive = [Float](repeating: 0, count: n)
-    Gemm.sgemm(&fast, a, b, m: 1, n: n, k: k, transA: transA, transB: transB, lda: lda, ldb: ldb)
-    Gemm.sgemmNaive(&naive, a, b, m: 1, n: n, k: k, transA: transA, transB: transB, lda: lda, ldb: ldb)
+    Gemm.sgemv(&fast, a, x, rows: rows, cols: cols, transposed: transposed, lda: lda)
+    // y (1 × n) = xᵀ · Aᵀ, or xᵀ · A.
+    Gemm.sgemmNaive(&naive, x, a, m: 1, n: n, k: transposed ? rows : cols, transB: !transposed, ldb: lda)
     for i in 0..<n { #expect(abs(fast[i] - naive[i]) <= 1e-5 * max(1, abs(naive[i])), "\(i)") }
   }
 }

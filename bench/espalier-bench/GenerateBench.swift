@@ -25,7 +25,7 @@ func benchGenerate(model path: String, promptFile: String, tokens: Int) throws {
   let rows = floats / C
   let x = [Float](repeating: 0.5, count: C)
   var y = [Float](repeating: 0, count: rows)
-  let sweep = best(5) { Gemm.sgemm(&y, x, model.params.base, m: 1, n: rows, k: C, transB: true) }
+  let sweep = best(5) { Gemm.sgemv(&y, model.params.base, x, rows: rows, cols: C) }
   let gb = Double(rows * C * 4) / 1e9
   say("generate: \(path), prompt \(prompt.count) tokens, \(tokens) greedy tokens, best of 2")
   say("  prompt: \(fixed(Double(prompt.count) / bestPrompt, 1)) tokens/s; decode: \(fixed(bestDecode * 1000, 1)) ms/token = \(fixed(1 / bestDecode, 1)) tokens/s, \(fixed(gb / bestDecode, 2)) GB/s of f32 weights")

@@ -12,21 +12,26 @@ public enum Gemm {
     lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
   ) {
     guard m > 0, n > 0 else { return }
-    if m == 1 {
-      // One row (decoding a token): a matrix-vector product. OpenBLAS's sgemm pays its packing and thread
-      // start-up for a single row; sgemv streams the matrix once (SmolLM2 decoding: 7.4 → 14.4 tokens/s).
-      // beta = 0 must not read C (it may hold NaN), so C is cleared rather than scaled by 0.
-      if beta == 0 { c.update(repeating: 0, count: n) }
-      let incA = blasint(transA ? (lda ?? m) : 1)
-      cblas_sgemv(
-        CblasRowMajor, transB ? CblasNoTrans : CblasTrans, blasint(transB ? n : k), blasint(transB ? k : n), alpha, b,
-        blasint(ldb ?? (transB ? k : n)), a, incA, beta == 0 ? 1 : beta, c, 1)
-      return
-    }
     cblas_sgemm(
       CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
       blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda ?? (transA ? m : k)), b,
       blasint(ldb ?? (transB ? k : n)), beta, c, blasint(ldc ?? n))
+  }
+
+  /// y = A·x (rows) or, `transposed`, y = Aᵀ·x (cols), for A (rows × cols) row-major with leading
+  /// dimension `lda`. One token's products when decoding: sgemm pays its packing and thread start-up for
+  /// a single row, sgemv streams the matrix once (SmolLM2 decoding: 7.4 → 14.4 tokens/s). Only the
+  /// decoder calls it: OpenBLAS's sgemv may sum in another order with another thread count, so the
+  /// training and pruning paths, which must not depend on it, keep sgemm. y is overwritten.
+  public static func sgemv(
+    _ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, cols: Int,
+    transposed: Bool = false, lda: Int? = nil
+  ) {
+    guard rows > 0, cols > 0 else { return }
+    // beta = 0 must not read y (it may hold NaN): clear it and accumulate.
+    y.update(repeating: 0, count: transposed ? cols : rows)
+    cblas_sgemv(
+      CblasRowMajor, transposed ? CblasTrans : CblasNoTrans, blasint(rows), blasint(cols), 1, a, blasint(lda ?? cols), x, 1, 1, y, 1)
   }
 
   /// The definition, for tests: triple loop accumulating in Double.

@@ -59,8 +59,12 @@ public enum CachedAttention {
     let scale = 1 / Float(hd).squareRoot()
     for h in 0..<H {
       let g = h / (H / KV)
-      // S (T, L) = Q_h (T, hd) · K_g (L, hd)ᵀ
-      Gemm.sgemm(scores, q + h * hd, keys + g * hd, m: T, n: L, k: hd, transB: true, lda: rowStride, ldb: kvStride)
+      // S (T, L) = Q_h (T, hd) · K_g (L, hd)ᵀ; one query row: s (L) = K_g · q.
+      if T == 1 {
+        Gemm.sgemv(scores, keys + g * hd, q + h * hd, rows: L, cols: hd, lda: kvStride)
+      } else {
+        Gemm.sgemm(scores, q + h * hd, keys + g * hd, m: T, n: L, k: hd, transB: true, lda: rowStride, ldb: kvStride)
+      }
       for t in 0..<T {
         let row = scores + t * L, visible = start + t + 1
         VectorMath.scale(row, count: visible, by: scale)
@@ -69,8 +73,12 @@ public enum CachedAttention {
         VectorMath.scale(row, count: visible, by: 1 / sum)
         for j in visible..<L { row[j] = 0 }
       }
-      // O_h (T, hd) = P (T, L) · V_g (L, hd)
-      Gemm.sgemm(out + h * hd, scores, values + g * hd, m: T, n: hd, k: L, ldb: kvStride, ldc: rowStride)
+      // O_h (T, hd) = P (T, L) · V_g (L, hd); one row: o (hd) = V_gᵀ · p.
+      if T == 1 {
+        Gemm.sgemv(out + h * hd, values + g * hd, scores, rows: L, cols: hd, transposed: true, lda: kvStride)
+      } else {
+        Gemm.sgemm(out + h * hd, scores, values + g * hd, m: T, n: hd, k: L, ldb: kvStride, ldc: rowStride)
+      }
     }
   }
 }

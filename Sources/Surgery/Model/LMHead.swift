@@ -166,12 +166,12 @@ extension LMHead {
   static func logits(x: UnsafePointer<Float>, weight: Weight, C: Int, V: Int, into out: UnsafeMutablePointer<Float>) throws(FormatError) {
     switch weight {
     case .resident(let w):
-      Gemm.sgemm(out, x, w, m: 1, n: V, k: C, transB: true)
+      Gemm.sgemv(out, w, x, rows: V, cols: C)
     case .stored(let table):
       for start in stride(from: 0, to: V, by: table.chunkRows) {
         let rows = min(table.chunkRows, V - start)
         try table.withRows(start..<(start + rows)) { w in
-          Gemm.sgemm(out + start, x, w, m: 1, n: rows, k: C, transB: true)
+          Gemm.sgemv(out + start, w, x, rows: rows, cols: C)
         }
       }
     }

@@ -31,7 +31,12 @@ public final class DenseLinear: LinearLayer {
   }
 
   public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
-    Gemm.sgemm(out, inp, weight, m: N, n: outFeatures, k: inFeatures, transB: true)
+    // One token (decoding): y = W x.
+    if N == 1 {
+      Gemm.sgemv(out, weight, inp, rows: outFeatures, cols: inFeatures)
+    } else {
+      Gemm.sgemm(out, inp, weight, m: N, n: outFeatures, k: inFeatures, transB: true)
+    }
     if let bias { for n in 0..<N { accumulate(out + n * outFeatures, bias, count: outFeatures) } }
   }
 
