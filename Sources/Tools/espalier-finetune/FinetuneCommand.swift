@@ -42,7 +42,11 @@ struct FinetuneCommand: ParsableCommand {
       (the final pruned base: `espalier merge OUT/base OUT MERGED`, `espalier verify MERGED --base \
       OUT/base`) and losa.json (every round's rates, ranks and losses; also in --json).
 
-      Defaults: every method trains with its reference's recipe unless a flag says otherwise (learning       rate and cosine floor, warmup, weight decay, gradient clipping, dropout, and its scale s, from which       alpha follows at --rank): lors from the LoRS scripts, lora from Wanda's lora_ft, sqft from SQFT       SparsePEFT, spp from SPP's finetune.py, losa from LoSA. The flags' help lists each value; --json and       train_log.jsonl record the values used.
+      Defaults: every method trains with its reference's recipe unless a flag says otherwise (learning \
+      rate and cosine floor, warmup, weight decay, gradient clipping, dropout, and its scale s, from which \
+      alpha follows at --rank): lors from the LoRS scripts, lora from Wanda's lora_ft, sqft from SQFT \
+      SparsePEFT, spp from SPP's finetune.py, losa from LoSA. The flags' help lists each value; --json and \
+      train_log.jsonl record the values used.
 
       Progress goes to stderr, the summary (or --json report) to stdout. Exit status: 0 trained, 1 training \
       stopped (non-finite loss or gradient; the last checkpoint is kept), 2 unreadable input, 3 the memory \
