@@ -74,7 +74,7 @@ finetune() {
     if (!(m in rss) || r > rss[m]) rss[m] = r
   } END {
     for (m in best) printf "  %s: best step %.3f s = %.0f tokens/s, peak RSS %d MB; step / lora %.3f, RSS / lora %.3f\n", m, best[m], 1024 / best[m], rss[m], best[m] / best["lora"], rss[m] / rss["lora"]
-    print "  (targets: lors step / lora <= 1.10, RSS / lora <= 1.05, lors >= 215 tokens/s, RSS <= 1500 MB; PyTorch: 166 tokens/s, 4.3 GB)"
+    print "  (targets: lors step / lora <= 1.10, RSS / lora <= 1.05, lors >= 215 tokens/s, RSS <= 1500 MB; PyTorch + PEFT LoRA, bench/torch_step.py on an idle machine: about 105 tokens/s, 4.3 GB with sdpa)"
   }' "$out/finetune.txt"
   rm -rf "$out/pruned50"
 }
