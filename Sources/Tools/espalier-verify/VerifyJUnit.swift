@@ -61,21 +61,6 @@ enum VerifyJUnit {
   /// Text for an XML attribute or element: the five markup characters escaped, and characters XML 1.0
   /// cannot hold at all (controls other than tab, newline and return) replaced by U+FFFD.
   static func escape(_ text: String) -> String {
-    var out = ""
-    out.reserveCapacity(text.utf8.count)
-    for scalar in text.unicodeScalars {
-      switch scalar {
-      case "&": out += "&amp;"
-      case "<": out += "&lt;"
-      case ">": out += "&gt;"
-      case "\"": out += "&quot;"
-      case "'": out += "&apos;"
-      case "\t", "\n", "\r": out.unicodeScalars.append(scalar)
-      default:
-        let v = scalar.value
-        if v < 0x20 || (0xFFFE...0xFFFF).contains(v) { out += "\u{FFFD}" } else { out.unicodeScalars.append(scalar) }
-      }
-    }
-    return out
+    MarkupText.escape(text, apostrophe: "&apos;") { v in v < 0x20 || (0xFFFE...0xFFFF).contains(v) }
   }
 }
