@@ -83,6 +83,27 @@ import Testing
     var again = [Float](repeating: 0, count: ones.count)
     drop.apply(ones, into: &again, count: ones.count)
     #expect(again == out, "the mask is a function of the seed")
+    // Neighbours are independent (a counter-based hash can fail here): both dropped ≈ p², also across
+    // the 8-element halves of a SIMD block and between two seeds.
+    for lag in [1, 8, 16] {
+      let both = (0..<(ones.count - lag)).filter { out[$0] == 0 && out[$0 + lag] == 0 }.count
+      #expect(abs(Double(both) / Double(ones.count - lag) - 0.0625) < 0.004, "lag \(lag): \(both)")
+    }
+    var other = drop
+    other.seed = 100
+    var third = [Float](repeating: 0, count: ones.count)
+    other.apply(ones, into: &third, count: ones.count)
+    let bothSeeds = (0..<ones.count).filter { out[$0] == 0 && third[$0] == 0 }.count
+    #expect(abs(Double(bothSeeds) / Double(ones.count) - 0.0625) < 0.004)
+    // The backward is the same mask and scale, added: acc + g·keep/(1 − p), also on a ragged tail.
+    let count = 1003
+    let grad = (0..<count).map { Float($0 % 7) - 3 }
+    var acc = (0..<count).map { Float($0 % 5) }
+    var dropped = [Float](repeating: 0, count: count)
+    drop.apply(grad, into: &dropped, count: count)
+    let expected = zip(acc, dropped).map { $0 + $1 }
+    drop.accumulateBackward(grad, into: &acc, count: count)
+    #expect(acc == expected)
   }
 
   @Test func sqftKeepsTheMaskAndLoRAFillsIt() {

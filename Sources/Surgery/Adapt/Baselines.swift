@@ -42,8 +42,7 @@ public final class LoRALinear: LinearLayer {
         let dx = UnsafeMutablePointer<Float>.allocate(capacity: N * i)
         defer { dx.deallocate() }
         Gemm.sgemm(dx, t, a, m: N, n: i, k: r, alpha: scale)
-        dropout.apply(dx, into: dx, count: N * i)
-        accumulate(dinp, dx, count: N * i)
+        dropout.accumulateBackward(dx, into: dinp, count: N * i)
       } else {
         Gemm.sgemm(dinp, t, a, m: N, n: i, k: r, alpha: scale, beta: 1)  // += s·(dY·B)·A
       }
@@ -118,8 +117,7 @@ public final class SQFTLinear: LinearLayer {
       let d = UnsafeMutablePointer<Float>.allocate(capacity: N * i)
       defer { d.deallocate() }
       Gemm.sgemm(d, dout, merged, m: N, n: i, k: o)
-      dropout.apply(d, into: d, count: N * i)
-      accumulate(dinp, d, count: N * i)
+      dropout.accumulateBackward(d, into: dinp, count: N * i)
       let buffer = UnsafeMutablePointer<Float>.allocate(capacity: N * i)
       dropout.apply(inp, into: buffer, count: N * i)
       dropped = buffer
