@@ -98,4 +98,39 @@ import Testing
     for flag in ["--dtype", "--max-shard-size", "--overwrite", "--json"] { #expect(help.stdout.contains(flag)) }
     #expect(help.stdout.contains("5GB"))
   }
+
+  /// A 2:4-pruned model to GGUF in each block type, then `espalier verify` against the pruned source:
+  /// sparsity and pattern hold, and every other tensor equals the source as the GGUF stores it. A zero
+  /// filled in the file is caught (exit 1). Block types refuse a non-GGUF output (exit 64).
+  @Test func prunedModelToGGUFVerifiesAgainstItsSource() throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let pruned = dir + "/pruned"
+    let prune = try Tools.run("espalier-prune", [Tools.fixtures + "/tiny-llama", pruned, "--method", "magnitude", "--pattern", "2:4"])
+    #expect(prune.status == 0, "\(prune.stderr)")
+    for type in ["q4_0", "q8_0", "bf16", "f32"] {
+      let out = dir + "/m.\(type).gguf"
+      let r = try Tools.run("espalier-convert", [pruned, out, "--dtype", type, "--json"])
+      #expect(r.status == 0, "\(r.stderr)")
+      let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+      #expect(report["output_format"] as? String == "gguf" && report["type"] as? String == type.uppercased())
+      #expect(report["nudged_total"] is Int && report["nudged"] is [String: Any])
+      let verify = try Tools.run("espalier-verify", [out, "--base", pruned, "--pattern", "2:4", "--sparsity", "0.5"])
+      #expect(verify.status == 0, "\(type): \(verify.stdout)\(verify.stderr)")
+    }
+    // Fill one pruned zero of blk.0.attn_v (F32 in the f32 file): verify names it and fails.
+    let f32 = dir + "/m.f32.gguf"
+    let file = try GGUFFile(path: f32)
+    let v = try #require(file.info("blk.0.attn_v.weight"))
+    var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: f32)))
+    let start = file.dataStart + v.offset
+    let zero = try #require((0..<(v.byteCount / 4)).first { i in bytes[(start + 4 * i)..<(start + 4 * i + 4)].allSatisfy { $0 == 0 } })
+    withUnsafeBytes(of: Float(0.5).bitPattern.littleEndian) { for k in 0..<4 { bytes[start + 4 * zero + k] = $0[k] } }
+    try Data(bytes).write(to: URL(fileURLWithPath: f32))
+    let tampered = try Tools.run("espalier-verify", [f32, "--base", pruned, "--json"])
+    #expect(tampered.status == 1)
+    #expect(tampered.stdout.contains("model.layers.0.self_attn.v_proj.weight") && tampered.stdout.contains("zeros filled"))
+    let refused = try Tools.run("espalier-convert", [pruned, dir + "/x", "--dtype", "q4_0"])
+    #expect(refused.status == 64 && refused.stderr.contains(".gguf"))
+  }
 }

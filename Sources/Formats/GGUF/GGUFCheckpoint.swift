@@ -53,6 +53,28 @@ public final class GGUFCheckpoint: CheckpointReader, @unchecked Sendable {
     return try Tensor(info: info, bytes: storage.bytes, owner: storage)
   }
 
+  /// `tensor` (an HF tensor of a name this file holds, from another checkpoint) as this file stores it:
+  /// encoded in this file's ggml type for that tensor, as `espalier convert … .gguf` encodes it, and decoded
+  /// again as `tensor(_:)` decodes. What an export of `tensor` would read back as, so a GGUF can be checked
+  /// bit for bit against the checkpoint it came from. nil when the name is absent, `tensor` is not float,
+  /// or the type is one we do not write (llama.cpp's K-quants, Q4_1).
+  public func asStored(_ tensor: Tensor) throws(FormatError) -> Tensor? {
+    guard let (g, _) = byName[tensor.name], GGUFQuantize.outputTypes.contains(g.type), tensor.dtype.isFloatingPoint,
+      tensor.dtype.convertsToFloat32, tensor.shape == g.torchShape
+    else { return nil }
+    let values = try tensor.float32()
+    let bytes = values.count / g.type.blockSize * g.type.typeSize
+    let encoded = try OwnedBytes.allocate(bytes, file: path, what: "tensor `\(tensor.name)` as \(g.type.name)")
+    _ = values.withUnsafeBufferPointer { GGUFQuantize.quantize(g.type, $0.baseAddress!, count: values.count, into: encoded.pointer) }
+    let raw = UnsafeRawBufferPointer(start: encoded.pointer, count: bytes)
+    if let dtype = g.type.elementType {
+      return try Tensor(info: TensorInfo(name: tensor.name, dtype: dtype, shape: tensor.shape), bytes: raw, owner: encoded)
+    }
+    var decoded = [Float](repeating: 0, count: values.count)
+    _ = decoded.withUnsafeMutableBufferPointer { GGUFQuants.dequantize(g.type, from: raw, to: $0.baseAddress!, count: values.count) }
+    return try Tensor(name: tensor.name, shape: tensor.shape, float32: decoded)
+  }
+
   public func release(_ name: String) { if let (g, _) = byName[name] { file.release(g) } }
 
   public func sideFiles() throws(FormatError) -> [SideFile] {

@@ -8,14 +8,18 @@ import ToolSupport
 struct ConvertCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "espalier-convert",
-    abstract: "Convert a checkpoint between safetensors, GGUF (input) and HDF5, optionally changing its dtype.",
+    abstract: "Convert a checkpoint between safetensors, GGUF and HDF5, optionally changing its dtype.",
     discussion: """
       IN is a .safetensors file, a checkpoint directory, a .gguf file or an HDF5 file (recognised by \
       content). OUT decides the output: a name ending in .safetensors is one file, .h5/.hdf5 one HDF5 \
-      file, anything else a checkpoint directory (sharded safetensors with model.safetensors.index.json, \
+      file, .gguf a GGUF file for llama.cpp, anything else a checkpoint directory (sharded safetensors with model.safetensors.index.json, \
       plus config.json, generation_config.json and tokenizer files, copied or made from GGUF metadata). \
       GGUF tensors get HF names and torch order, quantised ones are dequantised to f32, and the Q/K row \
-      permutation of llama.cpp's converter is undone. Tensors stream one at a time; the output appears \
+      permutation of llama.cpp's converter is undone. A .gguf output is written as llama.cpp's converter \
+      writes one (Llama models): GGUF names, the Q/K permutation, norms in F32, the tokenizer and chat \
+      template as metadata, and the 2-D weights in --dtype (f32, f16, bf16, q8_0, q4_0). Pruned zeros stay \
+      zero in every type; a kept weight that would round to zero is nudged to the nearest non-zero value of \
+      its sign and counted (--json: nudged). Tensors stream one at a time; the output appears \
       only when complete. With --compress OUT is a compressed sparse checkpoint directory: --format espalier \
       (ours: stored values zstd-compressed, masks as bitmasks or 2:4 group codes, checksums per frame and per \
       tensor; the smallest), sparse-bitmask or sparse-24-bitmask (compressed-tensors' layouts, readable by \
@@ -29,8 +33,11 @@ struct ConvertCommand: ParsableCommand {
   @Argument(help: "Where to write (file or directory, see above).", completion: .file())
   var output: String
 
-  @Option(help: "Dtype of floating-point tensors in the output (integers always keep theirs).")
-  var dtype = OutputDType.keep
+  @Option(help: """
+    Dtype of floating-point tensors in the output (integers always keep theirs): keep, f32, f16, bf16; \
+    for a .gguf output also q8_0 or q4_0 (keep means f32 there).
+    """)
+  var dtype = ConvertDType.keep
 
   @OptionGroup var shards: ShardOptions
 
@@ -48,10 +55,16 @@ struct ConvertCommand: ParsableCommand {
 
   func validate() throws {
     guard ZstdFrames.levels.contains(level) else { throw ValidationError("--level must be in \(ZstdFrames.levels), not \(level)") }
+    let gguf = output.hasSuffix(".gguf")
+    if dtype.ggmlType.elementType == nil && !gguf {
+      throw ValidationError("--dtype \(dtype.rawValue) is a GGUF block type: name the output *.gguf, or use f32, f16 or bf16")
+    }
+    if gguf && compress { throw ValidationError("--compress writes a checkpoint directory, not a .gguf file") }
   }
 
   func run() throws {
     try runReportingErrors {
+      if output.hasSuffix(".gguf") { return try exportGGUF() }
       var options = ConvertOptions(dtype: dtype.dtype, maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite)
       if compress { options.compression = CompressionOptions(format: format, level: level) }
       var progress: Progress?
@@ -63,5 +76,19 @@ struct ConvertCommand: ParsableCommand {
       for note in report.notes { Log.info("note: \(note)") }
       ConvertSummary.print(report, seconds: clock.seconds, json: reporting.json)
     }
+  }
+
+  /// OUT is a .gguf: the checkpoint as llama.cpp reads it (GGUFExport).
+  func exportGGUF() throws {
+    let reader = try Checkpoint.open(input)
+    try OutputPath.claim(output, overwrite: out.overwrite, inputs: [input])
+    var progress: Progress?
+    let clock = Stopwatch()
+    let report = try GGUFExport.export(reader, to: output, type: dtype.ggmlType) { done, total in
+      if progress == nil { progress = Progress("convert", total: total) }
+      progress?.update(done)
+    }
+    for note in report.notes { Log.info("note: \(note)") }
+    ConvertSummary.printGGUF(report, input: input, output: output, type: dtype.ggmlType, seconds: clock.seconds, json: reporting.json)
   }
 }

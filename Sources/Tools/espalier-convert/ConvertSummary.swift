@@ -20,4 +20,20 @@ enum ConvertSummary {
       + "time: \(Format.fixed(seconds, 2)) s")
     Output.line("files: \(r.files.joined(separator: ", "))")
   }
+
+  static func printGGUF(_ r: GGUFExportReport, input: String, output: String, type: GGMLType, seconds: Double, json: Bool) {
+    if json {
+      let nudged = JSONObject(r.nudged.keys.sorted().map { ($0, JSONValue.number(String(r.nudged[$0]!))) })
+      Output.json(.object(JSONObject([
+        ("input", .string(input)), ("output", .string(output)), ("output_format", .string("gguf")),
+        ("type", .string(type.name)), ("tensors", .number(String(r.tensors))), ("bytes_out", .number(String(r.bytesOut))),
+        ("nudged_total", .number(String(r.nudgedTotal))), ("nudged", .object(nudged)),
+        ("seconds", .number(Format.fixed(seconds, 3))), ("notes", .array(r.notes.map { .string($0) })),
+      ])))
+      return
+    }
+    Output.line("converted \(input) -> \(output) (gguf, \(type.name))")
+    Output.line("tensors: \(r.tensors)  bytes: \(Format.bytes(r.bytesOut)) out  time: \(Format.fixed(seconds, 2)) s")
+    Output.line("kept weights nudged off zero: \(r.nudgedTotal)")
+  }
 }
