@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bin=.build/release
 out=bench/out
 docs=/usr/share/doc/python3.11/html/_sources
-all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods generate"
+all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods generate gguf"
 sections=${BENCH:-$all}
 for s in $sections; do [[ " $all " == *" $s "* ]] || { echo "bench: unknown section '$s' (sections: $all)" >&2; exit 64; }; done
 rm -rf "$out" && mkdir -p "$out"
@@ -148,6 +148,27 @@ methods() {
 # prompt and decode tokens/s, and the weight bytes read per second against memcpy's bandwidth on this machine.
 generate() {
   $bin/espalier-bench generate models/smollm2-135m examples/demo_prompt.txt 128
+}
+
+# GGUF out (issue 18): SmolLM2-135M pruned by Wanda to 2:4 (32 calibration windows of 512), held-out
+# perplexity (48 windows of 512 of reference/datamodel + expressions) from the HF checkpoint and from each
+# GGUF type espalier convert writes, read back by our engine; size, kept weights nudged off zero, and
+# espalier verify of the GGUF against the HF checkpoint (zeros and 2:4 pattern).
+gguf() {
+  cat "$docs"/library/functions.rst.txt "$docs"/library/stdtypes.rst.txt > "$out/calibration.txt"
+  cat "$docs"/reference/datamodel.rst.txt "$docs"/reference/expressions.rst.txt > "$out/heldout.txt"
+  $bin/espalier-prune models/smollm2-135m "$out/w24-gguf" --method wanda --pattern 2:4 --calibration "$out/calibration.txt" \
+    --nsamples 32 --seq-len 512 --overwrite >/dev/null 2>&1
+  ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --limit 48 --json 2>/dev/null | grep -o '"perplexity": *[0-9.]*' | grep -o '[0-9.]*$'; }
+  echo "gguf: SmolLM2-135M Wanda 2:4, HF checkpoint (F32 safetensors): held-out perplexity $(ppl "$out/w24-gguf")"
+  for type in f32 f16 bf16 q8_0 q4_0; do
+    report=$($bin/espalier-convert "$out/w24-gguf" "$out/w24.gguf" --dtype $type --overwrite --json 2>/dev/null)
+    bytes=$(echo "$report" | grep -o '"bytes_out": *[0-9]*' | grep -o '[0-9]*$')
+    nudged=$(echo "$report" | grep -o '"nudged_total": *[0-9]*' | grep -o '[0-9]*$')
+    verdict=$($bin/espalier-verify "$out/w24.gguf" --base "$out/w24-gguf" --pattern 2:4 >/dev/null 2>&1 && echo pass || echo FAIL)
+    echo "gguf $type: $(awk -v b="$bytes" 'BEGIN { printf "%.1f MB", b / 1e6 }'), kept weights nudged off zero $nudged, verify --pattern 2:4 against the HF checkpoint $verdict, held-out perplexity $(ppl "$out/w24.gguf")"
+  done
+  rm -rf "$out/w24-gguf" "$out/w24.gguf"
 }
 
 for s in $sections; do

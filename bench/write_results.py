@@ -26,6 +26,7 @@ SECTIONS = [
     ("losa", "LoSA against prune-then-tune (issue 15)"),
     ("methods", "The seed papers' table: LoRA, LoRS, SQFT, SPP at their default recipes (issue 17)"),
     ("generate", "Decoding with the KV cache (issue 17)"),
+    ("gguf", "GGUF out: SmolLM2 2:4 perplexity from the HF checkpoint and from each GGUF type (issue 18)"),
 ]
 
 HEADER = """# Benchmark results
