@@ -161,7 +161,7 @@ gguf() {
     --nsamples 32 --seq-len 512 --overwrite >/dev/null 2>&1
   ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --limit 48 --json 2>/dev/null | grep -o '"perplexity": *[0-9.]*' | grep -o '[0-9.]*$'; }
   echo "gguf: SmolLM2-135M Wanda 2:4, HF checkpoint (F32 safetensors): held-out perplexity $(ppl "$out/w24-gguf")"
-  for type in f32 f16 bf16 q8_0 q4_0; do
+  for type in f32 f16 bf16 q8_0 q6_k q4_0; do
     report=$($bin/espalier-convert "$out/w24-gguf" "$out/w24.gguf" --dtype $type --overwrite --json 2>/dev/null)
     bytes=$(echo "$report" | grep -o '"bytes_out": *[0-9]*' | grep -o '[0-9]*$')
     nudged=$(echo "$report" | grep -o '"nudged_total": *[0-9]*' | grep -o '[0-9]*$')

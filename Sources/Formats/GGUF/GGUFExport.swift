@@ -22,18 +22,21 @@ public enum GGUFExport {
     case GGMLType.f16.id: return 1
     case GGMLType.q4_0.id: return 2
     case GGMLType.q8_0.id: return 7
+    case GGMLType.q6_K.id: return 18
     case GGMLType.bf16.id: return 32
     default: return 0
     }
   }
 
   /// The type a tensor is written in: 1-D tensors and norms in F32 (as the converter does), 2-D weights
-  /// in `requested` when their rows are whole blocks of it, else F16 (noted).
+  /// in `requested` when their rows are whole blocks of it; otherwise Q6_K falls back to Q8_0 (as
+  /// llama-quantize does) and anything else to F16, with a note.
   static func tensorType(ggufName: String, shape: [Int], requested: GGMLType) -> (GGMLType, note: String?) {
     if shape.count < 2 || ggufName.hasSuffix("_norm.weight") { return (.f32, nil) }
     let ne0 = shape.last ?? 1
     guard ne0 % requested.blockSize == 0 else {
-      return (.f16, "`\(ggufName)`: rows of \(ne0) are not whole \(requested.name) blocks of \(requested.blockSize); written as F16")
+      let fallback: GGMLType = requested == .q6_K && ne0 % GGMLType.q8_0.blockSize == 0 ? .q8_0 : .f16
+      return (fallback, "`\(ggufName)`: rows of \(ne0) are not whole \(requested.name) blocks of \(requested.blockSize); written as \(fallback.name)")
     }
     return (requested, nil)
   }

@@ -17,7 +17,8 @@ struct ConvertCommand: ParsableCommand {
       GGUF tensors get HF names and torch order, quantised ones are dequantised to f32, and the Q/K row \
       permutation of llama.cpp's converter is undone. A .gguf output is written as llama.cpp's converter \
       writes one (Llama models): GGUF names, the Q/K permutation, norms in F32, the tokenizer and chat \
-      template as metadata, and the 2-D weights in --dtype (f32, f16, bf16, q8_0, q4_0). Pruned zeros stay \
+      template as metadata, and the 2-D weights in --dtype (f32, f16, bf16, q8_0, q4_0, q6_k; a matrix whose \
+      rows are not whole blocks falls back to q8_0 for q6_k, else f16). Pruned zeros stay \
       zero in every type; a kept weight that would round to zero is nudged to the nearest non-zero value of \
       its sign and counted (--json: nudged). Tensors stream one at a time; the output appears \
       only when complete. With --compress OUT is a compressed sparse checkpoint directory: --format espalier \
@@ -35,7 +36,7 @@ struct ConvertCommand: ParsableCommand {
 
   @Option(help: """
     Dtype of floating-point tensors in the output (integers always keep theirs): keep, f32, f16, bf16; \
-    for a .gguf output also q8_0 or q4_0 (keep means f32 there).
+    for a .gguf output also q8_0, q4_0 or q6_k (keep means f32 there).
     """)
   var dtype = ConvertDType.keep
 

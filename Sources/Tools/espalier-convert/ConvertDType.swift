@@ -6,7 +6,7 @@ import Formats
 import ToolSupport
 
 enum ConvertDType: String, CaseIterable, ExpressibleByArgument {
-  case keep, f32, f16, bf16, q8_0, q4_0
+  case keep, f32, f16, bf16, q8_0, q4_0, q6_k
 
   /// Also accepts torch's names (float32, float16, bfloat16, half) and upper case (Q8_0).
   init?(argument: String) {
@@ -30,6 +30,7 @@ enum ConvertDType: String, CaseIterable, ExpressibleByArgument {
     case .bf16: return .bf16
     case .q8_0: return .q8_0
     case .q4_0: return .q4_0
+    case .q6_k: return .q6_K
     }
   }
 }
