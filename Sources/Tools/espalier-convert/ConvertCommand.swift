@@ -36,7 +36,8 @@ struct ConvertCommand: ParsableCommand {
 
   @Option(help: """
     Dtype of floating-point tensors in the output (integers always keep theirs): keep, f32, f16, bf16; \
-    for a .gguf output also q8_0, q4_0 or q6_k (keep means f32 there).
+    for a .gguf output also q8_0, q4_0 or q6_k (keep means f32 there). For pruned models take q8_0 or \
+    q6_k: at q4_0 many kept weights are nudged a whole step off zero (see the README).
     """)
   var dtype = ConvertDType.keep
 
