@@ -11,17 +11,12 @@ import Testing
 @testable import Surgery
 
 @Suite struct GGUFExportLogitsTests {
-  @Test(arguments: [("f32", GGMLType.f32), ("q8_0", GGMLType.q8_0)])
-  func transformersComputesOurLogitsFromOurGGUF(name: String, type: GGMLType) throws {
-    let data = try Data(contentsOf: URL(fileURLWithPath: fixturePath("gguf/export_goldens.json")))
-    let golden = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-    let ids = try #require(golden["ids"] as? [Int]).map { Int32($0) }
-    let expected = try #require(((golden["cases"] as? [String: Any])?[name] as? [String: Any])?["logits"] as? [[Double]])
+  /// The tiny Llama exported as `type`, loaded back by our engine: its logits for `ids` (ids × vocab) and the vocab.
+  static func logitsOfOurExport(_ type: GGMLType, ids: [Int32]) throws -> ([Float], Int) {
     let dir = NSTemporaryDirectory() + "espalier-gguf-logits-" + UUID().uuidString
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     _ = try GGUFExport.export(try Checkpoint.open(fixturePath("tiny-llama")), to: dir + "/t.gguf", type: type)
-
     let model = try LlamaModel.load(dir + "/t.gguf")
     let vocab = model.config.vocabSize
     let runner = LlamaRunner(model: model, B: 1, T: ids.count)
@@ -29,6 +24,16 @@ import Testing
     _ = try runner.forward(tokens: ids, targets: Array(ids.dropFirst()) + [0], prepareBackward: false) { n, row in
       for j in 0..<row.count { logits[n * vocab + j] = row[j] }
     }
+    return (logits, vocab)
+  }
+
+  @Test(arguments: [("f32", GGMLType.f32), ("q8_0", GGMLType.q8_0)])
+  func transformersComputesOurLogitsFromOurGGUF(name: String, type: GGMLType) throws {
+    let data = try Data(contentsOf: URL(fileURLWithPath: fixturePath("gguf/export_goldens.json")))
+    let golden = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    let ids = try #require(golden["ids"] as? [Int]).map { Int32($0) }
+    let expected = try #require(((golden["cases"] as? [String: Any])?[name] as? [String: Any])?["logits"] as? [[Double]])
+    let (logits, vocab) = try Self.logitsOfOurExport(type, ids: ids)
     #expect(expected.count == ids.count && expected.allSatisfy { $0.count == vocab })
     let theirs = expected.flatMap { $0.map(Float.init) }
     #expect(maxAbsDiff(logits, theirs) < 1e-4, "\(name)")
@@ -46,20 +51,9 @@ import Testing
     let ids = try #require(golden["ids"] as? [Int]).map { Int32($0) }
     let load = try #require((golden["loads"] as? [String: Any])?[name] as? [String: Any])
     let expected = try #require(load["logits"] as? [[Double]])
-    let dir = NSTemporaryDirectory() + "espalier-gguf-llamacpp-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: dir) }
-    _ = try GGUFExport.export(try Checkpoint.open(fixturePath("tiny-llama")), to: dir + "/t.gguf", type: type)
     // GGMLQuantizerTests.llamaCppReadOurExactFiles checks that this export is the file llama.cpp read.
-
-    let model = try LlamaModel.load(dir + "/t.gguf")
-    let vocab = model.config.vocabSize
+    let (logits, vocab) = try Self.logitsOfOurExport(type, ids: ids)
     #expect(load["n_vocab"] as? Int == vocab)
-    let runner = LlamaRunner(model: model, B: 1, T: ids.count)
-    var logits = [Float](repeating: 0, count: ids.count * vocab)
-    _ = try runner.forward(tokens: ids, targets: Array(ids.dropFirst()) + [0], prepareBackward: false) { n, row in
-      for j in 0..<row.count { logits[n * vocab + j] = row[j] }
-    }
     let theirs = expected.flatMap { $0.map(Float.init) }
     #expect(theirs.count == logits.count)
     #expect(maxAbsDiff(logits, theirs) <= bound, "\(name): \(maxAbsDiff(logits, theirs))")
