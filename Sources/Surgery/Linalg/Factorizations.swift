@@ -12,12 +12,12 @@ public enum Linalg {
   /// A = L·Lᵀ (lower) or Uᵀ·U (upper) in place for a symmetric positive-definite (n, n) matrix; only the
   /// chosen triangle is written, the other keeps its input. False when A is not positive definite.
   public static func cholesky(_ a: inout [Float], n: Int, _ triangle: Triangle) -> Bool {
-    LAPACKE_spotrf(LAPACK_ROW_MAJOR, uplo(triangle), Int32(n), &a, Int32(n)) == 0
+    BLASThreads.call { LAPACKE_spotrf(LAPACK_ROW_MAJOR, uplo(triangle), Int32(n), &a, Int32(n)) } == 0
   }
 
   /// A⁻¹ from its Cholesky factor (in `triangle` of `a`), written to that triangle. False on a singular factor.
   public static func inverseFromCholesky(_ a: inout [Float], n: Int, _ triangle: Triangle) -> Bool {
-    LAPACKE_spotri(LAPACK_ROW_MAJOR, uplo(triangle), Int32(n), &a, Int32(n)) == 0
+    BLASThreads.call { LAPACKE_spotri(LAPACK_ROW_MAJOR, uplo(triangle), Int32(n), &a, Int32(n)) } == 0
   }
 
   /// Thin SVD of a (rows, cols) matrix: A = U·diag(s)·Vᵀ with U (rows, k), s descending (k), Vᵀ (k, cols),
@@ -28,8 +28,10 @@ public enum Linalg {
     var s = [Float](repeating: 0, count: k)
     var u = [Float](repeating: 0, count: rows * k)
     var vt = [Float](repeating: 0, count: k * cols)
-    let info = LAPACKE_sgesdd(
-      LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "S")), Int32(rows), Int32(cols), &work, Int32(cols), &s, &u, Int32(k), &vt, Int32(cols))
+    let info = BLASThreads.call {
+      LAPACKE_sgesdd(
+        LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "S")), Int32(rows), Int32(cols), &work, Int32(cols), &s, &u, Int32(k), &vt, Int32(cols))
+    }
     guard info == 0 else { throw .lapack(routine: "sgesdd", info: Int(info)) }
     return (u, s, vt)
   }

@@ -12,10 +12,12 @@ public enum Gemm {
     lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
   ) {
     guard m > 0, n > 0 else { return }
-    cblas_sgemm(
-      CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-      blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda ?? (transA ? m : k)), b,
-      blasint(ldb ?? (transB ? k : n)), beta, c, blasint(ldc ?? n))
+    BLASThreads.call {
+      cblas_sgemm(
+        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+        blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda ?? (transA ? m : k)), b,
+        blasint(ldb ?? (transB ? k : n)), beta, c, blasint(ldc ?? n))
+    }
   }
 
   /// y = A·x (rows) or, `transposed`, y = Aᵀ·x (cols), for A (rows × cols) row-major with leading
@@ -30,8 +32,11 @@ public enum Gemm {
     guard rows > 0, cols > 0 else { return }
     // beta = 0 must not read y (it may hold NaN): clear it and accumulate.
     y.update(repeating: 0, count: transposed ? cols : rows)
-    cblas_sgemv(
-      CblasRowMajor, transposed ? CblasTrans : CblasNoTrans, blasint(rows), blasint(cols), 1, a, blasint(lda ?? cols), x, 1, 1, y, 1)
+    BLASThreads.call {
+      cblas_sgemv(
+        CblasRowMajor, transposed ? CblasTrans : CblasNoTrans, blasint(rows), blasint(cols), 1, a, blasint(lda ?? cols), x, 1, 1,
+        y, 1)
+    }
   }
 
   /// The definition, for tests: triple loop accumulating in Double.
@@ -54,7 +59,7 @@ public enum Gemm {
     }
   }
 
-  /// Threads OpenBLAS may use (it reads OPENBLAS_NUM_THREADS at start; this overrides).
-  public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
-  public static var threads: Int { Int(openblas_get_num_threads()) }
+  /// Threads OpenBLAS may use (it reads OPENBLAS_NUM_THREADS at start; this overrides). See BLASThreads.
+  public static func setThreads(_ n: Int) { BLASThreads.set(n) }
+  public static var threads: Int { BLASThreads.call { Int(openblas_get_num_threads()) } }
 }

@@ -123,7 +123,7 @@ public enum Attention {
   }
 
   /// Runs body(b, g, scratch) for every (batch, kv head) on a pool of workers, BLAS single-threaded
-  /// meanwhile (one level of parallelism at a time).
+  /// meanwhile (one level of parallelism at a time; BLASThreads keeps other threads' products out).
   static func parallelOverGroups(
     B: Int, KV: Int, T: Int, _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void
   ) {
@@ -132,18 +132,19 @@ public enum Attention {
     let scratchSize = scratchPerWorker(T: T)
     let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * scratchSize)
     defer { scratch.deallocate() }
-    let threads = Gemm.threads
-    Gemm.setThreads(1)
-    defer { Gemm.setThreads(threads) }
     let shared = SendablePointer(scratch)
-    withoutActuallyEscaping(body) { body in
-      let task = UncheckedSendable(body)
-      DispatchQueue.concurrentPerform(iterations: workers) { w in
-        Denormals.flushed {
-          var item = w
-          while item < items {
-            task.value(item / KV, item % KV, shared.pointer + w * scratchSize)
-            item += workers
+    BLASThreads.singleThreaded {
+      withoutActuallyEscaping(body) { body in
+        let task = UncheckedSendable(body)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+          BLASThreads.worker {
+            Denormals.flushed {
+              var item = w
+              while item < items {
+                task.value(item / KV, item % KV, shared.pointer + w * scratchSize)
+                item += workers
+              }
+            }
           }
         }
       }
