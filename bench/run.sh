@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bin=.build/release
 out=bench/out
 docs=/usr/share/doc/python3.11/html/_sources
-all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods generate gguf"
+all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods quality generate gguf"
 sections=${BENCH:-$all}
 for s in $sections; do [[ " $all " == *" $s "* ]] || { echo "bench: unknown section '$s' (sections: $all)" >&2; exit 64; }; done
 rm -rf "$out" && mkdir -p "$out"
@@ -141,6 +141,18 @@ methods() {
   $bin/espalier-prune models/smollm2-135m "$out/wanda50" --method wanda --sparsity 0.5 --calibration "$out/calibration.txt" \
     --nsamples 32 --seq-len 512 --overwrite >/dev/null 2>&1
   bench/methods.sh "$out/wanda50" "${METHOD_STEPS:-150}"
+  rm -rf "$out/wanda50"
+}
+
+# The quality bar (issue 17): SmolLM2-135M, Wanda 50% (32 calibration windows of 512), 150 LoRS steps of
+# 4 × 256 at rank 16, the gradient init from 128 windows (the reference's) and from 16 (the default); the
+# whole finetune command against 150 PyTorch + PEFT LoRA steps measured in the same run, and held-out
+# perplexity (bar: ≤ 0.7 × PyTorch's time; the PyTorch reference reached 18.5).
+quality() {
+  cat "$docs"/library/functions.rst.txt "$docs"/library/stdtypes.rst.txt > "$out/calibration.txt"
+  $bin/espalier-prune models/smollm2-135m "$out/wanda50" --method wanda --sparsity 0.5 --calibration "$out/calibration.txt" \
+    --nsamples 32 --seq-len 512 --overwrite >/dev/null 2>&1
+  bench/methods.sh "$out/wanda50" 150 "lors:128 lors:16"
   rm -rf "$out/wanda50"
 }
 

@@ -26,6 +26,7 @@ SECTIONS = [
     ("losa", "LoSA against prune-then-tune (issue 15)"),
     ("methods", "The seed papers' table: LoRA, LoRS, SQFT, SPP at their default recipes (issue 17)"),
     ("generate", "Decoding with the KV cache (issue 17)"),
+    ("quality", "The quality bar: 150 LoRS steps, the whole command against PyTorch's 150 LoRA steps (issue 17)"),
     ("gguf", "GGUF out: SmolLM2 2:4 perplexity from the HF checkpoint and from each GGUF type (issue 18)"),
 ]
 
@@ -42,18 +43,20 @@ of earlier runs, which explain why a figure is what it is, are in `bench/NOTES.m
 def methods_table(text):
     rows = []
     for line in text.splitlines():
-        m = re.match(r"method (\w+): wall ([\d.]+) s \(init and set-up ([\d.]+) s\), median step ([\d.]+) s, "
-                     r"peak RSS ([\d.]+) MB, final loss ([\d.]+), held-out perplexity ([\d.]+)(?:, step / PyTorch LoRA step ([\d.]+))?", line)
+        m = re.match(r"method (.+?): wall ([\d.]+) s \(init and set-up ([\d.]+) s\), median step ([\d.]+) s, "
+                     r"peak RSS ([\d.]+) MB, final loss ([\d.]+), held-out perplexity ([\d.]+)"
+                     r"(?:, step / PyTorch LoRA step ([\d.]+))?(?:, wall / \d+ PyTorch LoRA steps ([\d.]+))?", line)
         if m:
             rows.append(m.groups())
     if not rows:
         return ""
     lora = next((r for r in rows if r[0] == "lora"), None)
-    out = ["| method | median step | step / LoRA step | step / PyTorch LoRA step | init and set-up | wall | peak RSS | final loss | held-out perplexity |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for method, wall, init, step, rss, loss, ppl, torch in rows:
+    out = ["| method | median step | step / LoRA step | step / PyTorch LoRA step | init and set-up | wall | wall / the steps in PyTorch | peak RSS | final loss | held-out perplexity |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, wall, init, step, rss, loss, ppl, torch, whole in rows:
         ratio = f"{float(step) / float(lora[3]):.3f}" if lora else "—"
-        out.append(f"| {method} | {step} s | {ratio} | {torch or '— (no torch)'} | {init} s | {wall} s | {rss} MB | {loss} | {ppl} |")
+        no_torch = "— (no torch)"
+        out.append(f"| {method} | {step} s | {ratio} | {torch or no_torch} | {init} s | {wall} s | {whole or no_torch} | {rss} MB | {loss} | {ppl} |")
     return "\n".join(out) + "\n\n"
 
 
@@ -62,7 +65,7 @@ def section(name, title, logs, machine, date, commit):
     seconds = open(os.path.join(logs, name + ".seconds")).read().strip()
     body = f"## {title}\n\n"
     body += f"Ran {date} on {machine}, commit {commit}, in {seconds} s. Rerun: `make bench BENCH={name}`.\n\n"
-    if name == "methods":
+    if name in ("methods", "quality"):
         body += methods_table(text)
     body += "```text\n" + text + "\n```\n"
     return body
