@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bin=.build/release
 out=bench/out
 docs=/usr/share/doc/python3.11/html/_sources
-all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods quality generate gguf"
+all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods quality generate gguf owl"
 sections=${BENCH:-$all}
 for s in $sections; do [[ " $all " == *" $s "* ]] || { echo "bench: unknown section '$s' (sections: $all)" >&2; exit 64; }; done
 rm -rf "$out" && mkdir -p "$out"
@@ -154,6 +154,30 @@ quality() {
     --nsamples 32 --seq-len 512 --overwrite >/dev/null 2>&1
   bench/methods.sh "$out/wanda50" 150 "lors:128 lors:16"
   rm -rf "$out/wanda50"
+}
+
+# OWL (issue 18): SmolLM2-135M at 60% and 70% unstructured, uniform Wanda against Wanda with OWL's
+# layerwise profile (M 5, λ 0.08), 32 calibration windows of 512; held-out perplexity (48 windows of 512 of
+# reference/datamodel + expressions), the spread of OWL's block rates, and each prune's wall time.
+owl() {
+  cat "$docs"/library/functions.rst.txt "$docs"/library/stdtypes.rst.txt > "$out/calibration.txt"
+  cat "$docs"/reference/datamodel.rst.txt "$docs"/reference/expressions.rst.txt > "$out/heldout.txt"
+  ppl() { $bin/espalier-eval "$1" --text "$out/heldout.txt" --seq-len 512 --limit 48 --json 2>/dev/null | grep -o '"perplexity": *[0-9.]*' | grep -o '[0-9.]*$'; }
+  echo "owl: SmolLM2-135M dense held-out perplexity $(ppl models/smollm2-135m)"
+  for s in 0.6 0.7; do
+    for profile in uniform owl; do
+      start=$(date +%s.%N)
+      report=$($bin/espalier-prune models/smollm2-135m "$out/owl-$profile" --method wanda --sparsity $s --profile $profile \
+        --calibration "$out/calibration.txt" --nsamples 32 --seq-len 512 --overwrite --json 2>/dev/null)
+      seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+      rates=$(echo "$report" | python3 -c "
+import json, sys
+r = json.load(sys.stdin); l = r.get('layer_sparsity')
+print('sparsity %.4f' % r['sparsity'] + ('' if not l else ', block rates %.3f to %.3f (outlier ratios %.2f%% to %.2f%%)' % (min(l['rates']), max(l['rates']), min(l['outlier_ratios']), max(l['outlier_ratios']))))")
+      echo "owl $s $profile: $rates, prune $seconds s, held-out perplexity $(ppl "$out/owl-$profile")"
+      rm -rf "$out/owl-$profile"
+    done
+  done
 }
 
 # Decoding (issue 17): espalier generate on SmolLM2-135M (F32, resident), 20-token prompt, 128 greedy tokens;

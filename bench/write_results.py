@@ -28,6 +28,7 @@ SECTIONS = [
     ("generate", "Decoding with the KV cache (issue 17)"),
     ("quality", "The quality bar: 150 LoRS steps, the whole command against PyTorch's 150 LoRA steps (issue 17)"),
     ("gguf", "GGUF out: SmolLM2 2:4 perplexity from the HF checkpoint and from each GGUF type (issue 18)"),
+    ("owl", "OWL: uniform Wanda against OWL's layerwise sparsity on SmolLM2 at 60% and 70% (issue 18)"),
 ]
 
 HEADER = """# Benchmark results

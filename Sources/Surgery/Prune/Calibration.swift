@@ -28,6 +28,26 @@ public struct PruneOptions: Sendable {
   /// Unstructured only: per block, the zeros per row for each input width (LoSA's per-layer rates);
   /// a block or width not listed takes `target`.
   public var layerRowZeros: [[Int: Int]]?
+  /// Unstructured only: per block, the sparsity of its projections (a rates file, or OWL's profile once
+  /// resolved); Wanda prunes ⌊cols·rate⌋ per row, SparseGPT and magnitude the rate. `layerRowZeros` goes
+  /// first.
+  public var layerSparsity: LayerSparsity?
+  /// Unstructured only: derive `layerSparsity` from the dense model's outliers first (OWL). Resolved by
+  /// PrunedCheckpoint.prune (a pass over the calibration windows before pruning); Pruner ignores it.
+  public var owl: OWLSettings?
+
+  /// Block l's target: its rate from `layerSparsity`, else `target`.
+  func target(block l: Int) -> SparsityTarget {
+    guard let rates = layerSparsity?.rates, l < rates.count else { return target }
+    return .unstructured(rates[l])
+  }
+
+  /// Refuses a layerwise profile with an N:M target (OWL's mixed N:M variant is not implemented).
+  public func checkProfile() throws(SurgeryError) {
+    if case .nm(let p) = target, layerSparsity != nil || owl != nil {
+      throw .invalidRequest("a layerwise sparsity profile needs an unstructured target; \(p) keeps N:M in every block")
+    }
+  }
 
   public init(method: PruneMethod, target: SparsityTarget) {
     self.method = method
@@ -48,6 +68,8 @@ public struct PruneReport: Sendable {
   /// With a dense reference: per block, Σ_c ‖Y_c − Ŷ_c‖² / ‖Y_c‖² / H over the calibration windows, Y the
   /// reference's block output on its own inputs, Ŷ the pruned block's on the pruned stream (LoSA's loss).
   public var reconstruction: [Double] = []
+  /// The per-block rates pruned to, when not uniform.
+  public var layerSparsity: LayerSparsity?
   public var zeros: Int { tensors.reduce(0) { $0 + $1.zeros } }
   public var elements: Int { tensors.reduce(0) { $0 + $1.elements } }
   public var sparsity: Double { elements == 0 ? 0 : Double(zeros) / Double(elements) }
@@ -101,12 +123,19 @@ public enum Pruner {
     progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> PruneReport {
     let c = model.config
+    try options.checkProfile()
+    if let rates = options.layerSparsity?.rates, rates.count != c.layers {
+      throw .invalidRequest("\(rates.count) layer sparsities for a model of \(c.layers) blocks")
+    }
     var report = PruneReport(tensors: [], warnings: [])
+    report.layerSparsity = options.layerSparsity
     if options.method == .magnitude {
       for l in 0..<c.layers {
         try model.prepare(block: l)
         try prepareBlock?(l)
-        for p in LlamaTensors.projections { try pruneMagnitude(model, "model.layers.\(l).\(p).weight", options, &report) }
+        for p in LlamaTensors.projections {
+          try pruneMagnitude(model, "model.layers.\(l).\(p).weight", options.target(block: l), options, &report)
+        }
         try blockDone?(l)
         progress?(l + 1, c.layers)
       }
@@ -157,9 +186,9 @@ public enum Pruner {
         let rowZeros = options.layerRowZeros.flatMap { l < $0.count ? $0[l][cols] : nil }
         if let stats = wanda[p] {
           MaskSelection.apply(
-            Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target, rowZeros: rowZeros), to: weight)
+            Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target(block: l), rowZeros: rowZeros), to: weight)
         } else if let h = hessians[p] {
-          let target = rowZeros.map { SparsityTarget.unstructured(Double($0) / Double(cols)) } ?? options.target
+          let target = rowZeros.map { SparsityTarget.unstructured(Double($0) / Double(cols)) } ?? options.target(block: l)
           let result = try h.withValues { (hessian) throws(SurgeryError) in
             try SparseGPT.prune(
               weight, rows: rows, cols: cols, hessian: hessian, target: target, percdamp: options.percdamp,
@@ -200,10 +229,12 @@ public enum Pruner {
     return loss / Double(H)
   }
 
-  static func pruneMagnitude(_ model: LlamaModel, _ name: String, _ options: PruneOptions, _ report: inout PruneReport) throws(SurgeryError) {
+  static func pruneMagnitude(
+    _ model: LlamaModel, _ name: String, _ target: SparsityTarget, _ options: PruneOptions, _ report: inout PruneReport
+  ) throws(SurgeryError) {
     guard options.selects(name), let entry = model.params.layout.entry(name) else { return }
     let weight = model.params.base + entry.offset
-    MaskSelection.apply(Magnitude.mask(weight, rows: entry.shape[0], cols: entry.shape[1], target: options.target), to: weight)
+    MaskSelection.apply(Magnitude.mask(weight, rows: entry.shape[0], cols: entry.shape[1], target: target), to: weight)
     report.tensors.append(count(weight, name: name, elements: entry.count))
   }
 

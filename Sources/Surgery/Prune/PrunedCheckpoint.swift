@@ -3,6 +3,8 @@
 // safetensors metadata and in sparsity.json beside the weights. The files are laid out before pruning
 // starts (SafetensorsPlacedWriter) and each block's tensors are written as soon as the block is pruned,
 // so a streamed model never holds more than one block; everything appears at once when it is done.
+// With OWL asked for, its pass over the dense model comes first and sets the per-block rates; the rates
+// pruned to (OWL's or a replayed file's) are written beside the weights as layer_sparsity.json.
 
 import Formats
 
@@ -10,9 +12,16 @@ public enum PrunedCheckpoint {
   public static func prune(
     _ model: LlamaModel, input: any CheckpointReader, windows: [[Int32]], options: PruneOptions, dtype: DType?, to output: String,
     convert: ConvertOptions, reference: LlamaModel? = nil, prepareBlock: ((Int) throws(SurgeryError) -> Void)? = nil,
-    progress: ((Int, Int) -> Void)? = nil
+    profileProgress: ((Int, Int) -> Void)? = nil, progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> (report: PruneReport, files: [String]) {
     do { try OutputPath.claim(output, overwrite: convert.overwrite, inputs: [input.path]) } catch { throw .format(error) }
+    var options = options
+    try options.checkProfile()
+    if let owl = options.owl {
+      let ratios = try OWL.outlierRatios(model, windows: windows, options: options, m: owl.m, progress: profileProgress)
+      let rates = try OWL.rates(outlierRatios: ratios, target: options.target.ratio, lambda: owl.lambda)
+      options.layerSparsity = LayerSparsity(rates: rates, profile: "owl", target: options.target.ratio, outlierRatios: ratios, settings: owl)
+    }
     let infos = input.infos.map { info -> TensorInfo in
       var out = info
       if let dtype, info.dtype.isFloatingPoint { out.dtype = dtype }
@@ -59,6 +68,9 @@ public enum PrunedCheckpoint {
         var files = try writer.commit(metadata: metadata(sparsity: report.sparsity))
         var side = try input.sideFiles()
         side.append(SideFile(name: "sparsity.json", content: .text(sparsityJSON(report, method: options.method, target: options.target))))
+        if let layers = options.layerSparsity {
+          side.append(SideFile(name: LayerSparsity.fileName, content: .text(JSONWriter.pretty(layers.json) + "\n")))
+        }
         for file in side {
           try file.write(into: temporary)
           files.append(file.name)
