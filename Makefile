@@ -128,6 +128,8 @@ fixtures: ## regenerate the committed goldens (needs: pip install -r fixtures/re
 	$(PYTHON) fixtures/make_engine_goldens.py
 	$(PYTHON) fixtures/make_tokenizer_goldens.py
 	$(PYTHON) fixtures/make_prune_goldens.py
+	$(PYTHON) fixtures/make_owl_goldens.py
+	$(PYTHON) fixtures/make_family_goldens.py
 	$(PYTHON) fixtures/make_adapt_goldens.py
 	$(PYTHON) fixtures/make_finetune_goldens.py
 	$(MAKE) fixtures-sparse

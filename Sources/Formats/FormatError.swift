@@ -32,6 +32,8 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
   case unsupportedGGMLType(file: String, tensor: String, type: String)
   case invalidPermutation(rows: Int, heads: Int)
   case unsupportedArchitecture(file: String, architecture: String)
+  /// config.json names a model_type the engine does not run.
+  case unsupportedModelType(file: String, modelType: String, supported: [String])
   case missingMetadata(file: String, key: String)
   case hdf5(file: String, reason: String)
 
@@ -70,6 +72,8 @@ public enum FormatError: Error, Equatable, Sendable, CustomStringConvertible {
     case .invalidPermutation(let r, let h): return "cannot undo the Q/K permutation: \(r) rows do not split into \(h) heads of even size"
     case .unsupportedArchitecture(let f, let a):
       return "\(f): architecture `\(a)` is not supported (Llama-family GGUF files use `llama`)"
+    case .unsupportedModelType(let f, let t, let supported):
+      return "\(f): model_type `\(t)` is not supported (supported: \(supported.joined(separator: ", ")))"
     case .missingMetadata(let f, let k): return "\(f): metadata key `\(k)` is missing"
     case .compressed(let f, let t, let r): return "\(f): tensor `\(t)`: \(r)"
     case .unsupportedConversion(let a, let b): return "conversion from \(a) to \(b) is not supported"

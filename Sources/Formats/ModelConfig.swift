@@ -1,5 +1,6 @@
-// config.json of the Llama family (LlamaForCausalLM and look-alikes: SmolLM2, Qwen2-style biases), read
-// strictly: every missing required key is reported at once, each naming the file.
+// config.json of the Llama family (LlamaForCausalLM and look-alikes: SmolLM2, Mistral, Qwen2-style biases,
+// Qwen3's per-head q/k norms, Gemma 3's text model), read strictly: every missing required key is reported at once, each naming
+// the file.
 
 public struct RopeScaling: Equatable, Sendable {
   /// "llama3" (frequency-dependent), "linear", or another HF rope type (rejected by the engine).
@@ -11,6 +12,11 @@ public struct RopeScaling: Equatable, Sendable {
 }
 
 public struct LlamaConfig: Equatable, Sendable {
+  /// config.json's model_type values the engine runs.
+  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text"]
+
+  /// config.json's model_type ("llama" when absent).
+  public var modelType = "llama"
   public var vocabSize: Int
   public var hiddenSize: Int
   public var intermediateSize: Int
@@ -31,6 +37,27 @@ public struct LlamaConfig: Equatable, Sendable {
   public var bosTokenID: Int?
   public var eosTokenIDs: [Int]
   public var padTokenID: Int?
+
+  /// Qwen3 and Gemma 3: an RMSNorm over each head of q and of k (weights `self_attn.q_norm` / `k_norm`,
+  /// head_dim wide), after the projections and before RoPE.
+  public var qkNorm: Bool { modelType == "qwen3" || isGemma3 }
+
+  /// Gemma 3's text model (architectures.md): embeddings scaled by √hidden, (1 + w) RMSNorms, a norm after
+  /// attention and around the MLP (four per block), GeGLU with the tanh GELU, scores scaled by
+  /// query_pre_attn_scalar^-½, sliding-window layers with their own RoPE base.
+  public var isGemma3: Bool { modelType == "gemma3_text" }
+  /// Gemma 3: the attention scale's denominator squared (query_pre_attn_scalar).
+  public var queryPreAttnScalar: Double?
+  /// Gemma 3: keys a sliding layer sees (the query's own position and the W − 1 before it).
+  public var slidingWindow: Int?
+  /// Gemma 3: which blocks use sliding-window attention (the others attend to everything before).
+  public var slidingLayers: [Bool] = []
+  /// Gemma 3: the RoPE base of the sliding layers (rope_local_base_freq); `ropeTheta` and `ropeScaling`
+  /// are the full layers'.
+  public var localRopeTheta: Double?
+
+  /// Block l's attention window (nil: all earlier positions).
+  public func window(layer l: Int) -> Int? { l < slidingLayers.count && slidingLayers[l] ? slidingWindow : nil }
 
   public var qDim: Int { heads * headDim }
   public var kvDim: Int { kvHeads * headDim }
@@ -96,8 +123,25 @@ public struct LlamaConfig: Equatable, Sendable {
         return nil
       }
     }
-    if let type = o["model_type"]?.stringValue, !["llama", "mistral", "qwen2"].contains(type) {
-      throw .unsupportedArchitecture(file: file, architecture: type)
+    if let type = o["model_type"]?.stringValue {
+      guard Self.supportedModelTypes.contains(type) else {
+        throw .unsupportedModelType(file: file, modelType: type, supported: Self.supportedModelTypes)
+      }
+      modelType = type
+    }
+    if modelType == "qwen3", o["use_sliding_window"]?.boolValue == true {
+      throw .io(file: file, reason: "`use_sliding_window` is true: Qwen3's sliding-window attention is not supported (released Qwen3 configs turn it off)")
+    }
+    if modelType == "gemma3_text" {
+      for key in ["final_logit_softcapping", "attn_logit_softcapping"] where o[key] != nil && o[key] != .null {
+        throw .io(file: file, reason: "`\(key)` is set: soft-capping is Gemma 2's, not supported here (Gemma 3 leaves it null)")
+      }
+      if o["use_bidirectional_attention"]?.boolValue == true {
+        throw .io(file: file, reason: "`use_bidirectional_attention` is true: only causal attention is supported")
+      }
+      if let activation = o["hidden_activation"]?.stringValue ?? o["hidden_act"]?.stringValue, activation != "gelu_pytorch_tanh" {
+        throw .io(file: file, reason: "`hidden_activation` is \(activation): Gemma 3's engine runs gelu_pytorch_tanh only")
+      }
     }
     vocabSize = int("vocab_size")
     hiddenSize = int("hidden_size")
@@ -110,7 +154,7 @@ public struct LlamaConfig: Equatable, Sendable {
     ropeTheta = optional { () throws(FormatError) in try fields.double("rope_theta") }
       ?? o["rope_parameters"]?.objectValue?["rope_theta"]?.doubleValue ?? 10000
     maxPositionEmbeddings = optional { () throws(FormatError) in try fields.int("max_position_embeddings") } ?? 2048
-    tieWordEmbeddings = optional { () throws(FormatError) in try fields.bool("tie_word_embeddings") } ?? false
+    tieWordEmbeddings = optional { () throws(FormatError) in try fields.bool("tie_word_embeddings") } ?? (modelType == "gemma3_text")
     attentionBias = optional { () throws(FormatError) in try fields.bool("attention_bias") } ?? (o["model_type"]?.stringValue == "qwen2")
     mlpBias = optional { () throws(FormatError) in try fields.bool("mlp_bias") } ?? false
     outputBias = attentionBias && o["model_type"]?.stringValue != "qwen2"
@@ -121,6 +165,32 @@ public struct LlamaConfig: Equatable, Sendable {
     } else {
       eosTokenIDs = o["eos_token_id"]?.intValue.map { [$0] } ?? []
     }
+    if modelType == "gemma3_text" {
+      // Hub configs: rope_theta (full layers, default 1e6), rope_local_base_freq (sliding, 1e4), rope_scaling
+      // (full layers), sliding_window_pattern (every Nth block full, default 6); transformers 5 writes
+      // rope_parameters per layer type and layer_types instead.
+      let byType = o["rope_parameters"]?.objectValue
+      let full = byType?["full_attention"]?.objectValue, local = byType?["sliding_attention"]?.objectValue
+      ropeTheta = optional { () throws(FormatError) in try fields.double("rope_theta") } ?? full?["rope_theta"]?.doubleValue ?? 1_000_000
+      localRopeTheta = optional { () throws(FormatError) in try fields.double("rope_local_base_freq") } ?? local?["rope_theta"]?.doubleValue ?? 10_000
+      queryPreAttnScalar = optional { () throws(FormatError) in try fields.double("query_pre_attn_scalar") } ?? 256
+      slidingWindow = optional { () throws(FormatError) in try fields.int("sliding_window") } ?? 4096
+      if let types = o["layer_types"]?.arrayValue {
+        slidingLayers = types.map { $0.stringValue == "sliding_attention" }
+        if let bad = types.first(where: { !["sliding_attention", "full_attention"].contains($0.stringValue ?? "") }) {
+          problems.append(.io(file: file, reason: "`layer_types` holds \(JSONFields.describe(bad)); expected \"sliding_attention\" or \"full_attention\""))
+        }
+        if types.count != layers { problems.append(.io(file: file, reason: "`layer_types` has \(types.count) entries for \(layers) layers")) }
+      } else {
+        let pattern = optional { () throws(FormatError) in try fields.int("sliding_window_pattern") } ?? 6
+        if pattern < 1 { problems.append(.io(file: file, reason: "`sliding_window_pattern` is \(pattern); expected a positive integer")) }
+        slidingLayers = (0..<layers).map { (($0 + 1) % max(1, pattern)) != 0 }
+      }
+      if o["rope_scaling"] == nil || o["rope_scaling"] == .null, let full, let type = full["rope_type"]?.stringValue, type != "default" {
+        ropeScaling = RopeScaling(
+          type: type, factor: full["factor"]?.doubleValue ?? 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192)
+      }
+    }
     if let s = o["rope_scaling"]?.objectValue {
       let scaling = JSONFields(object: s, file: file, prefix: "rope_scaling.")
       ropeScaling = RopeScaling(
@@ -129,7 +199,7 @@ public struct LlamaConfig: Equatable, Sendable {
         lowFreqFactor: optional { () throws(FormatError) in try scaling.double("low_freq_factor") } ?? 1,
         highFreqFactor: optional { () throws(FormatError) in try scaling.double("high_freq_factor") } ?? 4,
         originalMaxPositionEmbeddings: optional { () throws(FormatError) in try scaling.int("original_max_position_embeddings") } ?? 8192)
-    } else {
+    } else if !isGemma3 {
       ropeScaling = nil
     }
     if !problems.isEmpty { throw FormatError.many(problems).flattened }
@@ -155,6 +225,9 @@ public struct LlamaConfig: Equatable, Sendable {
     require(kvHeads < 1 || heads % kvHeads == 0, "num_attention_heads", String(heads), "a multiple of num_key_value_heads (\(kvHeads))")
     require(rmsNormEps.isFinite && rmsNormEps > 0, "rms_norm_eps", "\(rmsNormEps)", "a finite number > 0")
     require(ropeTheta.isFinite && ropeTheta > 0, "rope_theta", "\(ropeTheta)", "a finite number > 0")
+    if let local = localRopeTheta { require(local.isFinite && local > 0, "rope_local_base_freq", "\(local)", "a finite number > 0") }
+    if let scalar = queryPreAttnScalar { require(scalar.isFinite && scalar > 0, "query_pre_attn_scalar", "\(scalar)", "a finite number > 0") }
+    if let window = slidingWindow { require(window >= 1, "sliding_window", String(window), "a positive integer") }
     if let s = ropeScaling {
       require(s.factor.isFinite && s.factor > 0, "rope_scaling.factor", "\(s.factor)", "a finite number > 0")
       require(s.lowFreqFactor.isFinite && s.lowFreqFactor > 0 && s.highFreqFactor.isFinite && s.highFreqFactor > s.lowFreqFactor,
@@ -182,7 +255,15 @@ public struct LlamaConfig: Equatable, Sendable {
       list.append((p + "input_layernorm.weight", [hidden]))
       projections([("self_attn.q_proj", q, hidden), ("self_attn.k_proj", kv, hidden), ("self_attn.v_proj", kv, hidden)], bias: attentionBias)
       projections([("self_attn.o_proj", hidden, q)], bias: outputBias)
+      if qkNorm {
+        list.append((p + "self_attn.q_norm.weight", [headDim]))
+        list.append((p + "self_attn.k_norm.weight", [headDim]))
+      }
       list.append((p + "post_attention_layernorm.weight", [hidden]))
+      if isGemma3 {
+        list.append((p + "pre_feedforward_layernorm.weight", [hidden]))
+        list.append((p + "post_feedforward_layernorm.weight", [hidden]))
+      }
       projections([("mlp.gate_proj", mlp, hidden), ("mlp.up_proj", mlp, hidden), ("mlp.down_proj", hidden, mlp)], bias: mlpBias)
     }
     list.append(("model.norm.weight", [hiddenSize]))

@@ -19,6 +19,29 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
   return zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
 }
 
+/// One forward and backward of `model` on a 2 × 16 batch, keeping every projection's weight gradient
+/// (to check every linear backward too) and every block input's gradient: the runner, the logits, the
+/// head's result and the gradients.
+func forwardBackwardKeepingWeightGradients(
+  _ model: LlamaModel, tokens: [Int32], targets: [Int32]
+) throws -> (LlamaRunner, [Float], LMHeadResult, ParamArena) {
+  let c = model.config
+  let grads = ParamArena(model.params.layout)
+  for l in 0..<c.layers {
+    for (p, name) in LlamaTensors.projections.enumerated() {
+      (model.linears[l][p] as! DenseLinear).weightGrad = grads.pointer("model.layers.\(l).\(name).weight")
+    }
+  }
+  let runner = LlamaRunner(model: model, B: 2, T: 16, headChunk: 7)
+  runner.captureLayerInputGradients = true
+  var logits = [Float](repeating: 0, count: 2 * 16 * c.vocabSize)
+  let result = try runner.forward(tokens: tokens, targets: targets, prepareBackward: true) { n, row in
+    for j in 0..<row.count { logits[n * c.vocabSize + j] = row[j] }
+  }
+  try runner.backward()
+  return (runner, logits, result, grads)
+}
+
 @Suite struct LlamaGoldenTests {
   let golden: SafetensorsFile
   init() throws { golden = try SafetensorsFile(path: fixturePath("engine/tiny_golden.safetensors")) }
@@ -29,20 +52,7 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
   @Test func forwardAndBackwardMatchTransformers() throws {
     let model = try LlamaModel.load(fixturePath("tiny-llama"))
     let c = model.config
-    // Projection weight gradients, to check every linear backward as well.
-    let grads = ParamArena(model.params.layout)
-    for l in 0..<c.layers {
-      for (p, name) in LlamaTensors.projections.enumerated() {
-        (model.linears[l][p] as! DenseLinear).weightGrad = grads.pointer("model.layers.\(l).\(name).weight")
-      }
-    }
-    let runner = LlamaRunner(model: model, B: 2, T: 16, headChunk: 7)
-    runner.captureLayerInputGradients = true
-    var logits = [Float](repeating: 0, count: 2 * 16 * c.vocabSize)
-    let result = try runner.forward(tokens: try ids("input_ids"), targets: try ids("targets"), prepareBackward: true) { n, row in
-      for j in 0..<row.count { logits[n * c.vocabSize + j] = row[j] }
-    }
-    try runner.backward()
+    let (runner, logits, result, grads) = try forwardBackwardKeepingWeightGradients(model, tokens: try ids("input_ids"), targets: try ids("targets"))
 
     #expect(abs(result.loss - (try values("loss"))[0]) < 1e-5, "loss \(result.loss)")
     #expect(maxAbsDiff(logits, try values("logits")) < 1e-4)

@@ -112,6 +112,34 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     checkGradient("swiglu dup", x: &up, analytic: dup) { dot(forward(gateCopy, $0), g) }
   }
 
+  /// Gemma's GeGLU: forward against the tanh-GELU definition in Double (over the range where tanh
+  /// saturates too), backward against finite differences.
+  @Test func gegluForwardAndBackward() {
+    var r = Random(13)
+    let n = 21
+    var gate = r.array(n, scale: 3), up = r.array(n, scale: 2)
+    gate[0] = 12
+    gate[1] = -12
+    gate[2] = 1e-4
+    let g = r.array(n)
+    func forward(_ gate: [Float], _ up: [Float]) -> [Float] {
+      var o = [Float](repeating: 0, count: n)
+      GeGLU.forward(out: &o, gate: gate, up: up, count: n)
+      return o
+    }
+    let out = forward(gate, up)
+    for i in 0..<n {
+      let x = Double(gate[i])
+      let want = 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) * Double(up[i])
+      #expect(abs(Double(out[i]) - want) <= 2e-6 * max(1, abs(want)), "\(i): \(out[i]) vs \(want)")
+    }
+    var dgate = [Float](repeating: 0, count: n), dup = [Float](repeating: 0, count: n)
+    GeGLU.backward(dgate: &dgate, dup: &dup, dout: g, gate: gate, up: up, count: n)
+    let upCopy = up, gateCopy = gate
+    checkGradient("geglu dgate", x: &gate, analytic: dgate) { dot(forward($0, upCopy), g) }
+    checkGradient("geglu dup", x: &up, analytic: dup) { dot(forward(gateCopy, $0), g) }
+  }
+
   @Test(arguments: [(1, 4, 4, 2, 4), (2, 5, 3, 1, 6), (2, 7, 4, 4, 8), (1, 130, 2, 1, 4)])
   func attentionForwardMatchesNaive(shape: (Int, Int, Int, Int, Int)) {
     let (B, T, H, KV, hd) = shape
@@ -143,21 +171,27 @@ func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Doub
     checkGradient("attention dv", x: &v, analytic: dv) { loss(q0, k0, $0) }
   }
 
-  /// Past one 64-row block, on sampled coordinates (a full finite-difference sweep would be slow).
-  @Test func attentionBackwardAcrossRowBlocks() {
+  /// Past one 64-row block, on sampled coordinates (a full finite-difference sweep would be slow); also
+  /// with Gemma 3's sliding window (5 keys; 30, so the second block starts its keys at 35) and its scale.
+  @Test(arguments: [(Int?.none, Float?.none), (5, nil), (30, 0.3)])
+  func attentionBackwardAcrossRowBlocks(window: Int?, scale: Float?) {
     let (B, T, H, KV, hd) = (1, 70, 2, 1, 4)
     var r = Random(8)
     var q = r.array(B * T * H * hd), k = r.array(B * T * KV * hd), v = r.array(B * T * KV * hd)
     let g = r.array(q.count)
     func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
       var out = [Float](repeating: 0, count: q.count), lse = [Float](repeating: 0, count: B * H * T)
-      Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+      Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd, window: window, scale: scale)
       return dot(out, g)
     }
     var out = [Float](repeating: 0, count: q.count), lse = [Float](repeating: 0, count: B * H * T)
-    Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+    Attention.forward(out: &out, lse: &lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd, window: window, scale: scale)
+    let want = Attention.forwardNaive(q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd, window: window, scale: scale.map(Double.init))
+    #expect(maxAbsDiff(out, want) < 1e-5)
     var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = dk
-    Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: g, out: out, lse: lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd)
+    Attention.backward(
+      dq: &dq, dk: &dk, dv: &dv, dout: g, out: out, lse: lse, q: q, k: k, v: v, B: B, T: T, H: H, KV: KV, hd: hd, window: window,
+      scale: scale)
     let step: Float = 1e-2
     var worst: Float = 0
     for sample in 0..<40 {

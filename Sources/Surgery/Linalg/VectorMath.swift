@@ -139,4 +139,65 @@ public enum VectorMath {
       i += 1
     }
   }
+
+  // GeGLU with the tanh GELU (Gemma's gelu_pytorch_tanh): gelu(g) = ½·g·(1 + tanh(u)), u = √(2/π)·(g + 0.044715·g³),
+  // tanh(u) = 1 − 2/(e^{2u} + 1) on the vectorised exp.
+  static let geluC: Float = 0.7978845608028654  // √(2/π)
+  static let geluA: Float = 0.044715
+
+  @inline(__always)
+  static func tanhOfGELU(_ g: V) -> V {
+    let cube: V = g * g * g
+    let u: V = geluC * (g + geluA * cube)
+    let e: V = exp(2 * u)
+    return 1 - 2 / (e + 1)
+  }
+
+  /// out = gelu_tanh(gate) ⊙ up.
+  public static func geglu(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+    var i = 0
+    while i + 8 <= count {
+      let g = UnsafeRawPointer(gate + i).loadUnaligned(as: V.self)
+      let u = UnsafeRawPointer(up + i).loadUnaligned(as: V.self)
+      let gelu: V = 0.5 * g * (1 + tanhOfGELU(g))
+      UnsafeMutableRawPointer(out + i).storeBytes(of: gelu * u, as: V.self)
+      i += 8
+    }
+    while i < count {
+      let g = V(repeating: gate[i])
+      let gelu: V = 0.5 * g * (1 + tanhOfGELU(g))
+      out[i] = gelu[0] * up[i]
+      i += 1
+    }
+  }
+
+  /// dgate += dout·up·gelu'(g), gelu'(g) = ½(1 + t) + ½·g·(1 − t²)·√(2/π)·(1 + 3·0.044715·g²); dup += dout·gelu(g).
+  public static func gegluBackward(
+    dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+    gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
+  ) {
+    @inline(__always) func step(_ g: V, _ u: V, _ d: V) -> (V, V) {
+      let t = tanhOfGELU(g)
+      let half: V = 0.5 * (1 + t)
+      let inner: V = geluC * (1 + 3 * geluA * g * g)
+      let slope: V = 0.5 * g * (1 - t * t)
+      let derivative: V = half + slope * inner
+      return (d * u * derivative, d * g * half)
+    }
+    var i = 0
+    while i + 8 <= count {
+      let (dg, du) = step(
+        UnsafeRawPointer(gate + i).loadUnaligned(as: V.self), UnsafeRawPointer(up + i).loadUnaligned(as: V.self),
+        UnsafeRawPointer(dout + i).loadUnaligned(as: V.self))
+      UnsafeMutableRawPointer(dgate + i).storeBytes(of: UnsafeRawPointer(dgate + i).loadUnaligned(as: V.self) + dg, as: V.self)
+      UnsafeMutableRawPointer(dup + i).storeBytes(of: UnsafeRawPointer(dup + i).loadUnaligned(as: V.self) + du, as: V.self)
+      i += 8
+    }
+    while i < count {
+      let (dg, du) = step(V(repeating: gate[i]), V(repeating: up[i]), V(repeating: dout[i]))
+      dgate[i] += dg[0]
+      dup[i] += du[0]
+      i += 1
+    }
+  }
 }

@@ -1,8 +1,10 @@
 // The one activation arena: every buffer forward saves for backward, plus shared scratch, sized by a pure
 // function of (config, B, T) and allocated once. Saved per layer: the layer input, q/k/v after RoPE, the
 // attention output, the per-row log-sum-exp, the residual after attention, gate and up, and the two
-// RMSNorm rstd vectors. The normalised inputs and the SwiGLU product are recomputed in backward (cheap,
-// elementwise), and no (heads × T × T) tensor is kept.
+// RMSNorm rstd vectors (Qwen3 and Gemma 3 also keep q and k before their per-head norms and those norms'
+// rstd; Gemma 3 the o_proj and down_proj outputs before their norms, and those norms' rstd).
+// The normalised inputs and the SwiGLU product are recomputed in backward (cheap, elementwise), and no
+// (heads × T × T) tensor is kept.
 
 import Formats
 
@@ -32,12 +34,20 @@ public struct ActivationPlan: Sendable, Equatable {
     hiddenSize = c.hiddenSize
     let N = B * T
     perLayer = N * c.hiddenSize * 2 + N * 2 + N * (c.qDim * 2 + c.kvDim * 2) + B * c.heads * T
-      + N * c.intermediateSize * 2
+      + N * c.intermediateSize * 2 + Self.headNormFloats(c, N: N) + Self.outputNormFloats(c, N: N)
     // final-norm input and output + rstd; scratch: xn, tmp, act, the LM head chunk, tokens' NLL; and for
     // training the gradient scratch dx, dxn, dq, dk, dv, dattn, dgate, dup, dact.
     shared = N * c.hiddenSize * 2 + N + N * c.hiddenSize * 2 + N * c.intermediateSize + headChunk * c.vocabSize + N
       + (training ? Self.gradientScratch(c, N: N) : 0)
   }
+
+  /// Per layer with per-head q/k norms (Qwen3): q and k before the norms and one rstd per head row.
+  static func headNormFloats(_ c: LlamaConfig, N: Int) -> Int {
+    c.qkNorm ? N * (c.qDim + c.kvDim) + N * (c.heads + c.kvHeads) : 0
+  }
+
+  /// Per layer with normalised sublayer outputs (Gemma 3): o_proj's and down_proj's outputs and rstd.
+  static func outputNormFloats(_ c: LlamaConfig, N: Int) -> Int { c.isGemma3 ? 2 * N * c.hiddenSize + 2 * N : 0 }
 
   /// Floats of the logits scratch for N tokens: `headChunk` (at most 128) tokens' rows of the vocabulary.
   static func headScratch(_ c: LlamaConfig, N: Int, headChunk: Int = 128) -> Int { min(headChunk, N) * c.vocabSize }
@@ -57,6 +67,10 @@ public struct ActivationPlan: Sendable, Equatable {
 final class Activations {
   struct Layer {
     var xIn, rstd1, q, k, v, attn, lse, xMid, rstd2, gate, up: UnsafeMutablePointer<Float>
+    /// Qwen3's q/k before their per-head norms and the norms' rstd (empty views otherwise).
+    var qPre, kPre, rstdQ, rstdK: UnsafeMutablePointer<Float>
+    /// Gemma 3's o_proj and down_proj outputs before their norms, and those norms' rstd (empty otherwise).
+    var attnOut, mlpOut, rstdA, rstdM: UnsafeMutablePointer<Float>
   }
   let plan: ActivationPlan
   let base: UnsafeMutablePointer<Float>
@@ -79,13 +93,19 @@ final class Activations {
     }
     let N = plan.B * plan.T
     let (C, I) = (c.hiddenSize, c.intermediateSize)
+    let headNorm = c.qkNorm ? 1 : 0, outputNorm = c.isGemma3 ? 1 : 0
+    func slot() -> Layer {
+      Layer(
+        xIn: take(N * C), rstd1: take(N), q: take(N * c.qDim), k: take(N * c.kvDim), v: take(N * c.kvDim),
+        attn: take(N * c.qDim), lse: take(plan.B * c.heads * plan.T), xMid: take(N * C), rstd2: take(N),
+        gate: take(N * I), up: take(N * I), qPre: take(headNorm * N * c.qDim), kPre: take(headNorm * N * c.kvDim),
+        rstdQ: take(headNorm * N * c.heads), rstdK: take(headNorm * N * c.kvHeads),
+        attnOut: take(outputNorm * N * C), mlpOut: take(outputNorm * N * C), rstdA: take(outputNorm * N), rstdM: take(outputNorm * N))
+    }
     // Checkpointed: one working slot that every layer's saved input is paired with.
     var working: Layer?
     if plan.checkpointed {
-      working = Layer(
-        xIn: take(N * C), rstd1: take(N), q: take(N * c.qDim), k: take(N * c.kvDim), v: take(N * c.kvDim),
-        attn: take(N * c.qDim), lse: take(plan.B * c.heads * plan.T), xMid: take(N * C), rstd2: take(N),
-        gate: take(N * I), up: take(N * I))
+      working = slot()
     }
     for l in 0..<c.layers {
       if var slot = working, l < plan.recomputedLayers {
@@ -99,10 +119,7 @@ final class Activations {
         layers.append(layers[l % 2])
         continue
       }
-      layers.append(Layer(
-        xIn: take(N * C), rstd1: take(N), q: take(N * c.qDim), k: take(N * c.kvDim), v: take(N * c.kvDim),
-        attn: take(N * c.qDim), lse: take(plan.B * c.heads * plan.T), xMid: take(N * C), rstd2: take(N),
-        gate: take(N * I), up: take(N * I)))
+      layers.append(slot())
     }
     xFinal = take(N * C)
     rstdF = take(N)

@@ -3,6 +3,8 @@
 // one. Each block is the runner's block (HF LlamaDecoderLayer) with attention over the cache:
 //   h   = x + o_proj(attn(rope(q_proj(n1)), cache ∪ rope(k_proj(n1)), cache ∪ v_proj(n1))),  n1 = rmsnorm(x)
 //   out = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2)),                               n2 = rmsnorm(h)
+// (Qwen3 and Gemma 3: each head of q and k normalised before RoPE; Gemma 3's sublayer outputs normalised,
+// its sliding layers windowed, as in the runner.)
 // A streamed model reads every block once per `feed` call.
 
 import Formats
@@ -35,7 +37,7 @@ public final class Decoder {
       up = take(T * c.intermediateSize)
       act = take(T * c.intermediateSize)
       scores = take(T * capacity)
-      rstd = take(T)
+      rstd = take(T * max(1, c.qkNorm ? c.heads : 1))
       logits = take(c.vocabSize)
       total = cursor
     }
@@ -95,31 +97,44 @@ public final class Decoder {
     let (x, xn, q, k, v, attn, tmp) = (b + o.x, b + o.xn, b + o.q, b + o.k, b + o.v, b + o.attn, b + o.tmp)
     let (gate, up, act, rstd) = (b + o.gate, b + o.up, b + o.act, b + o.rstd)
     try tokens.withUnsafeBufferPointer { (t) throws(SurgeryError) in try model.embed(tokens: t.baseAddress!, N: T, into: x) }
+    let offset = model.normOffset
     for l in 0..<c.layers {
       try model.prepare(block: l)
       let lin = model.linears[l]
-      let w = "model.layers.\(l)."
+      let norms = model.norms(layer: l)
       let (keys, values) = (cache.keys(layer: l), cache.values(layer: l))
       // attention half
-      RMSNorm.forward(out: xn, rstd: rstd, inp: x, weight: model.weight(w + "input_layernorm.weight"), eps: eps, N: T, C: C)
+      RMSNorm.forward(out: xn, rstd: rstd, inp: x, weight: model.weight(norms.attentionInput), eps: eps, N: T, C: C, offset: offset)
       lin[0].forward(out: q, inp: xn, N: T)
       lin[1].forward(out: k, inp: xn, N: T)
       lin[2].forward(out: v, inp: xn, N: T)
-      model.rope.forward(q, start: start, T: T, heads: c.heads)
-      model.rope.forward(k, start: start, T: T, heads: c.kvHeads)
+      if c.qkNorm {
+        // In place: each row is read before it is written.
+        RMSNorm.forward(out: q, rstd: rstd, inp: q, weight: model.weight(norms.q), eps: eps, N: T * c.heads, C: c.headDim, offset: offset)
+        RMSNorm.forward(out: k, rstd: rstd, inp: k, weight: model.weight(norms.k), eps: eps, N: T * c.kvHeads, C: c.headDim, offset: offset)
+      }
+      let rope = model.rope(layer: l)
+      rope.forward(q, start: start, T: T, heads: c.heads)
+      rope.forward(k, start: start, T: T, heads: c.kvHeads)
       (keys + start * c.kvDim).update(from: k, count: T * c.kvDim)
       (values + start * c.kvDim).update(from: v, count: T * c.kvDim)
       CachedAttention.forward(
         out: attn, q: q, keys: keys, values: values, start: start, T: T, H: c.heads, KV: c.kvHeads, hd: c.headDim,
-        scores: b + o.scores)
+        scores: b + o.scores, window: c.window(layer: l), scale: model.attentionScale)
       lin[3].forward(out: tmp, inp: attn, N: T)
+      if let after = norms.attentionOutput {
+        RMSNorm.forward(out: tmp, rstd: rstd, inp: tmp, weight: model.weight(after), eps: eps, N: T, C: C, offset: offset)
+      }
       accumulate(x, tmp, count: T * C)
       // MLP half
-      RMSNorm.forward(out: xn, rstd: rstd, inp: x, weight: model.weight(w + "post_attention_layernorm.weight"), eps: eps, N: T, C: C)
+      RMSNorm.forward(out: xn, rstd: rstd, inp: x, weight: model.weight(norms.mlpInput), eps: eps, N: T, C: C, offset: offset)
       lin[4].forward(out: gate, inp: xn, N: T)
       lin[5].forward(out: up, inp: xn, N: T)
-      SwiGLU.forward(out: act, gate: gate, up: up, count: T * I)
+      if c.isGemma3 { GeGLU.forward(out: act, gate: gate, up: up, count: T * I) } else { SwiGLU.forward(out: act, gate: gate, up: up, count: T * I) }
       lin[6].forward(out: tmp, inp: act, N: T)
+      if let after = norms.mlpOutput {
+        RMSNorm.forward(out: tmp, rstd: rstd, inp: tmp, weight: model.weight(after), eps: eps, N: T, C: C, offset: offset)
+      }
       accumulate(x, tmp, count: T * C)
     }
     cache.advance(by: T)
@@ -132,7 +147,7 @@ public final class Decoder {
     let o = offsets, b = buffers
     RMSNorm.forward(
       out: b + o.xn, rstd: b + o.rstd, inp: b + o.x + (count - 1) * C, weight: model.weight("model.norm.weight"),
-      eps: Float(c.rmsNormEps), N: 1, C: C)
+      eps: Float(c.rmsNormEps), N: 1, C: C, offset: model.normOffset)
     do { try LMHead.logits(x: b + o.xn, weight: model.headWeight, C: C, V: c.vocabSize, into: b + o.logits) } catch {
       throw .format(error)
     }

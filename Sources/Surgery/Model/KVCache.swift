@@ -49,14 +49,15 @@ public final class KVCache {
 public enum CachedAttention {
   /// out (T, H, hd) = softmax(q kᵀ/√hd + causal mask) v for T query rows at positions start..<start+T,
   /// over keys/values (start+T, KV, hd) already holding those rows. Query head h reads key/value head
-  /// h / (H / KV). `scores` holds T × (start+T) floats.
+  /// h / (H / KV). `scores` holds T × (start+T) floats. With a `window` W, position p sees p−W+1 ... p;
+  /// the scale is 1/√hd unless given.
   public static func forward(
     out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-    start: Int, T: Int, H: Int, KV: Int, hd: Int, scores: UnsafeMutablePointer<Float>
+    start: Int, T: Int, H: Int, KV: Int, hd: Int, scores: UnsafeMutablePointer<Float>, window: Int? = nil, scale: Float? = nil
   ) {
     let L = start + T
     let (rowStride, kvStride) = (H * hd, KV * hd)
-    let scale = 1 / Float(hd).squareRoot()
+    let scale = scale ?? 1 / Float(hd).squareRoot()
     for h in 0..<H {
       let g = h / (H / KV)
       // S (T, L) = Q_h (T, hd) · K_g (L, hd)ᵀ; one query row: s (L) = K_g · q.
@@ -67,10 +68,13 @@ public enum CachedAttention {
       }
       for t in 0..<T {
         let row = scores + t * L, visible = start + t + 1
-        VectorMath.scale(row, count: visible, by: scale)
-        let m = VectorMath.max(row, count: visible)
-        let sum = VectorMath.expShiftedSum(row, count: visible, shift: m)
-        VectorMath.scale(row, count: visible, by: 1 / sum)
+        let first = window.map { max(0, visible - $0) } ?? 0
+        let (seen, n) = (row + first, visible - first)
+        VectorMath.scale(seen, count: n, by: scale)
+        let m = VectorMath.max(seen, count: n)
+        let sum = VectorMath.expShiftedSum(seen, count: n, shift: m)
+        VectorMath.scale(seen, count: n, by: 1 / sum)
+        for j in 0..<first { row[j] = 0 }
         for j in visible..<L { row[j] = 0 }
       }
       // O_h (T, hd) = P (T, L) · V_g (L, hd); one row: o (hd) = V_gᵀ · p.

@@ -8,11 +8,11 @@ import Foundation
 import Formats
 
 public enum RMSNorm {
-  /// out[n,:] = x[n,:] / sqrt(mean(x[n,:]²) + eps) * weight. Saves rstd[n] for backward.
-  /// x, out: (N, C); weight: (C); rstd: (N). HF LlamaRMSNorm.
+  /// out[n,:] = x[n,:] / sqrt(mean(x[n,:]²) + eps) * (weight + offset). Saves rstd[n] for backward.
+  /// x, out: (N, C); weight: (C); rstd: (N). HF LlamaRMSNorm; offset 1 is Gemma's (1 + w) norm.
   public static func forward(
     out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-    weight: UnsafePointer<Float>, eps: Float, N: Int, C: Int
+    weight: UnsafePointer<Float>, eps: Float, N: Int, C: Int, offset: Float = 0
   ) {
     for n in 0..<N {
       let x = inp + n * C
@@ -21,22 +21,23 @@ public enum RMSNorm {
       let r = 1 / (sum / Float(C) + eps).squareRoot()
       rstd[n] = r
       let o = out + n * C
-      for c in 0..<C { o[c] = weight[c] * (x[c] * r) }
+      for c in 0..<C { o[c] = (weight[c] + offset) * (x[c] * r) }
     }
   }
 
-  /// dinp += rstd·(w⊙dout) − x·rstd³·mean(x⊙w⊙dout); dweight (if given) += Σ_n dout⊙x·rstd.
+  /// dinp += rstd·(w⊙dout) − x·rstd³·mean(x⊙w⊙dout) with w = weight + offset; dweight (if given) +=
+  /// Σ_n dout⊙x·rstd.
   public static func backward(
     dinp: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-    inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>, N: Int, C: Int
+    inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>, N: Int, C: Int, offset: Float = 0
   ) {
     for n in 0..<N {
       let x = inp + n * C, dy = dout + n * C, dx = dinp + n * C
       let r = rstd[n]
       var dot: Float = 0
-      for c in 0..<C { dot += dy[c] * weight[c] * x[c] }
+      for c in 0..<C { dot += dy[c] * (weight[c] + offset) * x[c] }
       let k = dot * r * r * r / Float(C)
-      for c in 0..<C { dx[c] += dy[c] * weight[c] * r - x[c] * k }
+      for c in 0..<C { dx[c] += dy[c] * (weight[c] + offset) * r - x[c] * k }
       if let dweight { for c in 0..<C { dweight[c] += dy[c] * x[c] * r } }
     }
   }
@@ -142,6 +143,21 @@ public enum SwiGLU {
     gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
   ) {
     VectorMath.swigluBackward(dgate: dgate, dup: dup, dout: dout, gate: gate, up: up, count: count)
+  }
+}
+
+/// Gemma's MLP activation: out = gelu_tanh(gate) ⊙ up (HF `gelu_pytorch_tanh`).
+public enum GeGLU {
+  public static func forward(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+    VectorMath.geglu(out: out, gate: gate, up: up, count: count)
+  }
+
+  /// dgate += dout·up·gelu'(g); dup += dout·gelu(g).
+  public static func backward(
+    dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+    gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
+  ) {
+    VectorMath.gegluBackward(dgate: dgate, dup: dup, dout: dout, gate: gate, up: up, count: count)
   }
 }
 

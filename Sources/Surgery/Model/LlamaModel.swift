@@ -5,6 +5,7 @@
 //   streamed   the final norm in f32, one block's f32 workspace that the engine fills block by block
 //              (BlockStream), and the embedding and LM head left in their stored dtype (StoredMatrix)
 
+import Foundation
 import Formats
 
 public final class LlamaModel: @unchecked Sendable {
@@ -14,6 +15,8 @@ public final class LlamaModel: @unchecked Sendable {
   /// linears[layer][p] for p in LlamaTensors.projections order (q, k, v, o, gate, up, down).
   public var linears: [[LinearLayer]]
   public let rope: RoPE
+  /// Gemma 3's sliding-window layers rotate with their own base (rope_local_base_freq, unscaled).
+  let localRope: RoPE?
   /// Set when the model is streamed.
   public let stream: BlockStream?
   let embeddingTable: StoredMatrix?
@@ -31,6 +34,7 @@ public final class LlamaModel: @unchecked Sendable {
     embeddingTable = embedding
     headTable = head
     rope = RoPE(headDim: config.headDim, maxPositions: maxPositions, theta: config.ropeTheta, scaling: config.ropeScaling)
+    localRope = config.localRopeTheta.map { RoPE(headDim: config.headDim, maxPositions: maxPositions, theta: $0) }
     linears = (0..<config.layers).map { l in
       LlamaTensors.projections.map { p in
         let name = "model.layers.\(l).\(p)"
@@ -126,12 +130,37 @@ public final class LlamaModel: @unchecked Sendable {
   /// The shape of any weight of the model (from config.json), whichever way it is held.
   public func shape(_ name: String) -> [Int]? { params.layout.entry(name)?.shape ?? (name == "model.embed_tokens.weight" || name == "lm_head.weight" ? [config.vocabSize, config.hiddenSize] : nil) }
 
-  /// out (N, C) = the embedding rows of `tokens`.
+  /// The rotation of block l's q and k.
+  func rope(layer l: Int) -> RoPE { config.window(layer: l) != nil ? (localRope ?? rope) : rope }
+
+  /// The norms of block l by the place they take: Llama's post_attention_layernorm is the MLP's input norm;
+  /// Gemma 3 has that role as pre_feedforward_layernorm and normalises each sublayer's output too.
+  func norms(layer l: Int) -> BlockNorms {
+    let p = "model.layers.\(l)."
+    return BlockNorms(
+      attentionInput: p + "input_layernorm.weight",
+      mlpInput: p + (config.isGemma3 ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"),
+      attentionOutput: config.isGemma3 ? p + "post_attention_layernorm.weight" : nil,
+      mlpOutput: config.isGemma3 ? p + "post_feedforward_layernorm.weight" : nil,
+      q: p + "self_attn.q_norm.weight", k: p + "self_attn.k_norm.weight")
+  }
+
+  /// The attention's score scale when it is not 1/√head_dim (Gemma 3: query_pre_attn_scalar^-½).
+  var attentionScale: Float? { config.queryPreAttnScalar.map { Float(pow($0, -0.5)) } }
+
+  /// What every RMSNorm adds to its weight: 1 for Gemma's (1 + w) norms, else 0.
+  var normOffset: Float { config.isGemma3 ? 1 : 0 }
+
+  /// out (N, C) = the embedding rows of `tokens` (Gemma 3: times √hidden, the constant rounded to f32).
   func embed(tokens: UnsafePointer<Int32>, N: Int, into out: UnsafeMutablePointer<Float>) throws(SurgeryError) {
     if let embeddingTable {
       do { try embeddingTable.gather(tokens: tokens, N: N, into: out) } catch { throw .format(error) }
     } else {
       Embedding.forward(out: out, tokens: tokens, table: weight("model.embed_tokens.weight"), N: N, C: config.hiddenSize)
+    }
+    if config.isGemma3 {
+      let scale = Float(Double(config.hiddenSize).squareRoot())
+      for i in 0..<(N * config.hiddenSize) { out[i] *= scale }
     }
   }
 
@@ -140,4 +169,14 @@ public final class LlamaModel: @unchecked Sendable {
     if let headTable { return .stored(headTable) }
     return .resident(weight(config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"))
   }
+}
+
+/// Weight names of a block's norms (see LlamaModel.norms(layer:)).
+struct BlockNorms {
+  let attentionInput: String
+  let mlpInput: String
+  let attentionOutput: String?
+  let mlpOutput: String?
+  let q: String
+  let k: String
 }

@@ -5,6 +5,9 @@
 // Per block (HF LlamaDecoderLayer):
 //   h   = x + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),  n1 = rmsnorm(x)
 //   out = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2)),                 n2 = rmsnorm(h)
+// Qwen3 normalises each head of q_proj(n1) and k_proj(n1) (RMSNorm over head_dim) before RoPE. Gemma 3
+// does too, and normalises each sublayer's output before its residual add; its norms scale by (1 + w),
+// its MLP is GeGLU, and its sliding layers attend within a window with their own RoPE base.
 
 import Formats
 
@@ -77,7 +80,9 @@ public final class LlamaRunner {
   ) throws(SurgeryError) -> LMHeadResult {
     let c = model.config
     let (C, eps) = (c.hiddenSize, Float(c.rmsNormEps))
-    RMSNorm.forward(out: acts.xFinalNorm, rstd: acts.rstdF, inp: acts.xFinal, weight: model.weight("model.norm.weight"), eps: eps, N: N, C: C)
+    RMSNorm.forward(
+      out: acts.xFinalNorm, rstd: acts.rstdF, inp: acts.xFinal, weight: model.weight("model.norm.weight"), eps: eps, N: N, C: C,
+      offset: model.normOffset)
     if forwardHadTargets { acts.dx.update(repeating: 0, count: N * C) }
     let targetPointer = self.targets
     switch model.headWeight {
@@ -123,29 +128,57 @@ public final class LlamaRunner {
   /// Block l on the input already in its slot, writing the block's output to `next`.
   private func runBlock(_ l: Int, output next: UnsafeMutablePointer<Float>) {
     let c = model.config
-    let (C, I, eps) = (c.hiddenSize, c.intermediateSize, Float(c.rmsNormEps))
+    let (C, eps, offset) = (c.hiddenSize, Float(c.rmsNormEps), model.normOffset)
     let a = acts.layers[l]
     let lin = model.linears[l]
-    let w = "model.layers.\(l)."
+    let norms = model.norms(layer: l)
     // attention half
-    RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: model.weight(w + "input_layernorm.weight"), eps: eps, N: N, C: C)
-    lin[0].forward(out: a.q, inp: acts.xn, N: N)
-    lin[1].forward(out: a.k, inp: acts.xn, N: N)
+    RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: model.weight(norms.attentionInput), eps: eps, N: N, C: C, offset: offset)
+    if c.qkNorm {
+      lin[0].forward(out: a.qPre, inp: acts.xn, N: N)
+      lin[1].forward(out: a.kPre, inp: acts.xn, N: N)
+      RMSNorm.forward(out: a.q, rstd: a.rstdQ, inp: a.qPre, weight: model.weight(norms.q), eps: eps, N: N * c.heads, C: c.headDim, offset: offset)
+      RMSNorm.forward(out: a.k, rstd: a.rstdK, inp: a.kPre, weight: model.weight(norms.k), eps: eps, N: N * c.kvHeads, C: c.headDim, offset: offset)
+    } else {
+      lin[0].forward(out: a.q, inp: acts.xn, N: N)
+      lin[1].forward(out: a.k, inp: acts.xn, N: N)
+    }
     lin[2].forward(out: a.v, inp: acts.xn, N: N)
-    model.rope.forward(a.q, B: plan.B, T: plan.T, heads: c.heads)
-    model.rope.forward(a.k, B: plan.B, T: plan.T, heads: c.kvHeads)
-    Attention.forward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim)
-    lin[3].forward(out: acts.tmp, inp: a.attn, N: N)
+    let rope = model.rope(layer: l)
+    rope.forward(a.q, B: plan.B, T: plan.T, heads: c.heads)
+    rope.forward(a.k, B: plan.B, T: plan.T, heads: c.kvHeads)
+    Attention.forward(
+      out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim,
+      window: c.window(layer: l), scale: model.attentionScale)
+    if let after = norms.attentionOutput {
+      lin[3].forward(out: a.attnOut, inp: a.attn, N: N)
+      RMSNorm.forward(out: acts.tmp, rstd: a.rstdA, inp: a.attnOut, weight: model.weight(after), eps: eps, N: N, C: C, offset: offset)
+    } else {
+      lin[3].forward(out: acts.tmp, inp: a.attn, N: N)
+    }
     a.xMid.update(from: a.xIn, count: N * C)
     accumulate(a.xMid, acts.tmp, count: N * C)
     // MLP half
-    RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: model.weight(w + "post_attention_layernorm.weight"), eps: eps, N: N, C: C)
+    RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: model.weight(norms.mlpInput), eps: eps, N: N, C: C, offset: offset)
     lin[4].forward(out: a.gate, inp: acts.xn, N: N)
     lin[5].forward(out: a.up, inp: acts.xn, N: N)
-    SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: N * I)
-    lin[6].forward(out: acts.tmp, inp: acts.act, N: N)
+    gatedActivation(a)
+    if let after = norms.mlpOutput {
+      lin[6].forward(out: a.mlpOut, inp: acts.act, N: N)
+      RMSNorm.forward(out: acts.tmp, rstd: a.rstdM, inp: a.mlpOut, weight: model.weight(after), eps: eps, N: N, C: C, offset: offset)
+    } else {
+      lin[6].forward(out: acts.tmp, inp: acts.act, N: N)
+    }
     next.update(from: a.xMid, count: N * C)
     accumulate(next, acts.tmp, count: N * C)
+  }
+
+  /// acts.act = the MLP's gated activation of layer slot `a`: SwiGLU, or GeGLU (tanh GELU) for Gemma 3.
+  private func gatedActivation(_ a: Activations.Layer) {
+    let count = N * model.config.intermediateSize
+    if model.config.isGemma3 { GeGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: count) } else {
+      SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: count)
+    }
   }
 
   /// Per-token NLL of the last forward with targets (0 where ignored).
@@ -164,7 +197,9 @@ public final class LlamaRunner {
     // dx holds dL/d(final norm output); turn it into dL/d(final norm input).
     acts.dxn.update(from: acts.dx, count: N * C)
     acts.dx.update(repeating: 0, count: N * C)
-    RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: acts.xFinal, weight: model.weight("model.norm.weight"), rstd: acts.rstdF, N: N, C: C)
+    RMSNorm.backward(
+      dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: acts.xFinal, weight: model.weight("model.norm.weight"), rstd: acts.rstdF, N: N, C: C,
+      offset: model.normOffset)
     if captureLayerInputGradients { layerInputGradients = Array(repeating: [], count: c.layers + 1) }
     capture(c.layers)
     for l in stride(from: c.layers - 1, through: 0, by: -1) {
@@ -174,38 +209,74 @@ public final class LlamaRunner {
       if l < plan.recomputedLayers { runBlock(l, output: l + 1 < c.layers ? acts.layers[l + 1].xIn : acts.xFinal) }
       let a = acts.layers[l]
       let lin = model.linears[l]
-      let w = "model.layers.\(l)."
-      // MLP half: dx = dL/d(block output) = dL/d(down output), and it passes the residual unchanged.
-      SwiGLU.forward(out: acts.act, gate: a.gate, up: a.up, count: N * I)
+      let norms = model.norms(layer: l)
+      let offset = model.normOffset
+      // MLP half: dx = dL/d(block output), and it passes the residual unchanged. With a norm after the MLP
+      // (Gemma 3), dL/d(down output) goes through it first, into dxn.
+      gatedActivation(a)
+      var dDown = UnsafePointer(acts.dx)
+      if let after = norms.mlpOutput {
+        acts.dxn.update(repeating: 0, count: N * C)
+        RMSNorm.backward(dinp: acts.dxn, dweight: nil, dout: acts.dx, inp: a.mlpOut, weight: model.weight(after), rstd: a.rstdM, N: N, C: C, offset: offset)
+        dDown = UnsafePointer(acts.dxn)
+      }
       acts.dact.update(repeating: 0, count: N * I)
-      lin[6].backward(dinp: acts.dact, dout: acts.dx, inp: acts.act, N: N)
+      lin[6].backward(dinp: acts.dact, dout: dDown, inp: acts.act, N: N)
       acts.dgate.update(repeating: 0, count: N * I)
       acts.dup.update(repeating: 0, count: N * I)
-      SwiGLU.backward(dgate: acts.dgate, dup: acts.dup, dout: acts.dact, gate: a.gate, up: a.up, count: N * I)
-      let norm2 = model.weight(w + "post_attention_layernorm.weight")
-      RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: norm2, eps: eps, N: N, C: C)
+      if c.isGemma3 {
+        GeGLU.backward(dgate: acts.dgate, dup: acts.dup, dout: acts.dact, gate: a.gate, up: a.up, count: N * I)
+      } else {
+        SwiGLU.backward(dgate: acts.dgate, dup: acts.dup, dout: acts.dact, gate: a.gate, up: a.up, count: N * I)
+      }
+      let norm2 = model.weight(norms.mlpInput)
+      RMSNorm.forward(out: acts.xn, rstd: a.rstd2, inp: a.xMid, weight: norm2, eps: eps, N: N, C: C, offset: offset)
       acts.dxn.update(repeating: 0, count: N * C)
       lin[4].backward(dinp: acts.dxn, dout: acts.dgate, inp: acts.xn, N: N)
       lin[5].backward(dinp: acts.dxn, dout: acts.dup, inp: acts.xn, N: N)
-      RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: a.xMid, weight: norm2, rstd: a.rstd2, N: N, C: C)
-      // attention half: dx = dL/d(h) = dL/d(o_proj output) + residual.
+      RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: a.xMid, weight: norm2, rstd: a.rstd2, N: N, C: C, offset: offset)
+      // attention half: dx = dL/d(h) = dL/d(o_proj output, or its norm's output) + residual.
+      var dO = UnsafePointer(acts.dx)
+      if let after = norms.attentionOutput {
+        acts.dxn.update(repeating: 0, count: N * C)
+        RMSNorm.backward(dinp: acts.dxn, dweight: nil, dout: acts.dx, inp: a.attnOut, weight: model.weight(after), rstd: a.rstdA, N: N, C: C, offset: offset)
+        dO = UnsafePointer(acts.dxn)
+      }
       acts.dattn.update(repeating: 0, count: N * c.qDim)
-      lin[3].backward(dinp: acts.dattn, dout: acts.dx, inp: a.attn, N: N)
+      lin[3].backward(dinp: acts.dattn, dout: dO, inp: a.attn, N: N)
       acts.dq.update(repeating: 0, count: N * c.qDim)
       acts.dk.update(repeating: 0, count: N * c.kvDim)
       acts.dv.update(repeating: 0, count: N * c.kvDim)
       Attention.backward(
         dq: acts.dq, dk: acts.dk, dv: acts.dv, dout: acts.dattn, out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v,
-        B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim)
-      model.rope.backward(acts.dq, B: plan.B, T: plan.T, heads: c.heads)
-      model.rope.backward(acts.dk, B: plan.B, T: plan.T, heads: c.kvHeads)
-      let norm1 = model.weight(w + "input_layernorm.weight")
-      RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: norm1, eps: eps, N: N, C: C)
+        B: plan.B, T: plan.T, H: c.heads, KV: c.kvHeads, hd: c.headDim, window: c.window(layer: l), scale: model.attentionScale)
+      let rope = model.rope(layer: l)
+      rope.backward(acts.dq, B: plan.B, T: plan.T, heads: c.heads)
+      rope.backward(acts.dk, B: plan.B, T: plan.T, heads: c.kvHeads)
+      let norm1 = model.weight(norms.attentionInput)
+      RMSNorm.forward(out: acts.xn, rstd: a.rstd1, inp: a.xIn, weight: norm1, eps: eps, N: N, C: C, offset: offset)
       acts.dxn.update(repeating: 0, count: N * C)
-      lin[0].backward(dinp: acts.dxn, dout: acts.dq, inp: acts.xn, N: N)
-      lin[1].backward(dinp: acts.dxn, dout: acts.dk, inp: acts.xn, N: N)
-      lin[2].backward(dinp: acts.dxn, dout: acts.dv, inp: acts.xn, N: N)
-      RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: a.xIn, weight: norm1, rstd: a.rstd1, N: N, C: C)
+      if c.qkNorm {
+        // Through the per-head norms into buffers already consumed: dattn (q's width) and, once v_proj's
+        // backward has read it, dv (k's width).
+        lin[2].backward(dinp: acts.dxn, dout: acts.dv, inp: acts.xn, N: N)
+        let (dqPre, dkPre) = (acts.dattn, acts.dv)
+        dqPre.update(repeating: 0, count: N * c.qDim)
+        dkPre.update(repeating: 0, count: N * c.kvDim)
+        RMSNorm.backward(
+          dinp: dqPre, dweight: nil, dout: acts.dq, inp: a.qPre, weight: model.weight(norms.q), rstd: a.rstdQ, N: N * c.heads, C: c.headDim,
+          offset: offset)
+        RMSNorm.backward(
+          dinp: dkPre, dweight: nil, dout: acts.dk, inp: a.kPre, weight: model.weight(norms.k), rstd: a.rstdK, N: N * c.kvHeads, C: c.headDim,
+          offset: offset)
+        lin[0].backward(dinp: acts.dxn, dout: dqPre, inp: acts.xn, N: N)
+        lin[1].backward(dinp: acts.dxn, dout: dkPre, inp: acts.xn, N: N)
+      } else {
+        lin[0].backward(dinp: acts.dxn, dout: acts.dq, inp: acts.xn, N: N)
+        lin[1].backward(dinp: acts.dxn, dout: acts.dk, inp: acts.xn, N: N)
+        lin[2].backward(dinp: acts.dxn, dout: acts.dv, inp: acts.xn, N: N)
+      }
+      RMSNorm.backward(dinp: acts.dx, dweight: nil, dout: acts.dxn, inp: a.xIn, weight: norm1, rstd: a.rstd1, N: N, C: C, offset: offset)
       capture(l)
     }
   }
