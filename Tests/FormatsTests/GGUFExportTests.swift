@@ -141,6 +141,24 @@ import Testing
     }
   }
 
+  /// llama-quantize's choice for the output projection (src/llama-quant.cpp): a quantized request puts the
+  /// head in Q6_K, or Q8_0 when Q8_0 was asked for or its rows are not whole blocks (of the request, or of
+  /// Q6_K's 256); other tensors and float requests are untouched. Measured: SmolLM2 2:4 with everything in
+  /// Q4_0 scored 29342, with the head in Q8_0 as llama-quantize writes it and no nudge 126.97, equal to
+  /// llama-quantize's own file (the note on issue 18).
+  @Test func theOutputProjectionGetsLlamaQuantizesType() {
+    func type(_ name: String, _ ne0: Int, _ requested: GGMLType, head: Bool) -> String {
+      GGUFExport.tensorType(ggufName: name, shape: [1024, ne0], requested: requested, outputProjection: head).0.name
+    }
+    #expect(type("token_embd.weight", 576, .q4_0, head: true) == "Q8_0")  // SmolLM2: 576 is no multiple of 256
+    #expect(type("token_embd.weight", 4096, .q4_0, head: true) == "Q6_K")
+    #expect(type("output.weight", 4096, .q6_K, head: true) == "Q6_K")
+    #expect(type("output.weight", 4096, .q8_0, head: true) == "Q8_0")
+    #expect(type("output.weight", 4096, .f16, head: true) == "F16")
+    #expect(type("token_embd.weight", 4096, .q4_0, head: false) == "Q4_0")  // untied: an ordinary tensor
+    #expect(type("blk.0.ffn_down.weight", 4096, .q4_0, head: false) == "Q4_0")
+  }
+
   @Test func refusalsLeaveNoFile() throws {
     let dir = try TemporaryDirectory()
     let out = dir.file("x.gguf")

@@ -30,15 +30,23 @@ public enum GGUFExport {
 
   /// The type a tensor is written in: 1-D tensors and norms in F32 (as the converter does), 2-D weights
   /// in `requested` when their rows are whole blocks of it; otherwise Q6_K falls back to Q8_0 (as
-  /// llama-quantize does) and anything else to F16, with a note.
-  static func tensorType(ggufName: String, shape: [Int], requested: GGMLType) -> (GGMLType, note: String?) {
+  /// llama-quantize does) and anything else to F16, with a note. For a quantized request the output
+  /// projection (`output.weight`, or `token_embd.weight` when the embedding is tied and serves as the
+  /// head) takes llama-quantize's output type instead: Q8_0 when Q8_0 was asked for or its rows are not
+  /// whole blocks of the requested type, else Q6_K (then Q6_K's own fallback). A 4-bit head ruins small
+  /// models: SmolLM2 at Q4_0 everywhere had perplexity in the thousands.
+  static func tensorType(ggufName: String, shape: [Int], requested: GGMLType, outputProjection: Bool = false) -> (GGMLType, note: String?) {
     if shape.count < 2 || ggufName.hasSuffix("_norm.weight") { return (.f32, nil) }
     let ne0 = shape.last ?? 1
-    guard ne0 % requested.blockSize == 0 else {
-      let fallback: GGMLType = requested == .q6_K && ne0 % GGMLType.q8_0.blockSize == 0 ? .q8_0 : .f16
-      return (fallback, "`\(ggufName)`: rows of \(ne0) are not whole \(requested.name) blocks of \(requested.blockSize); written as \(fallback.name)")
+    var target = requested
+    if outputProjection && requested.elementType == nil {
+      target = requested == .q8_0 || ne0 % requested.blockSize != 0 ? .q8_0 : .q6_K
     }
-    return (requested, nil)
+    guard ne0 % target.blockSize == 0 else {
+      let fallback: GGMLType = target == .q6_K && ne0 % GGMLType.q8_0.blockSize == 0 ? .q8_0 : .f16
+      return (fallback, "`\(ggufName)`: rows of \(ne0) are not whole \(target.name) blocks of \(target.blockSize); written as \(fallback.name)")
+    }
+    return (target, target == requested ? nil : "`\(ggufName)`: the output projection, written as \(target.name) (llama-quantize's choice)")
   }
 
   public static func export(
@@ -83,7 +91,8 @@ public enum GGUFExport {
       guard info.dtype.isFloatingPoint, info.dtype.convertsToFloat32 else {
         throw .io(file: reader.path, reason: "tensor `\(info.name)` is \(info.dtype.rawValue); GGUF output takes float tensors")
       }
-      let (type, note) = tensorType(ggufName: ggufName, shape: info.shape, requested: requested)
+      let head = ggufName == "output.weight" || (ggufName == "token_embd.weight" && config.tieWordEmbeddings)
+      let (type, note) = tensorType(ggufName: ggufName, shape: info.shape, requested: requested, outputProjection: head)
       if let note { report.notes.append(note) }
       let heads = LlamaNames.permutationHeads(hfName: info.name, heads: config.heads, kvHeads: config.kvHeads)
       tensors.append(GGUFTensorOut(name: ggufName, dims: info.shape.reversed(), type: type) { (emit) throws(FormatError) in
