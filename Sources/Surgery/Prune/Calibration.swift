@@ -141,22 +141,10 @@ public enum Pruner {
       }
       return report
     }
-    guard let first = windows.first, windows.allSatisfy({ $0.count == first.count }) else {
-      throw .calibrationWindows(windows.isEmpty ? "none given" : "they differ in length")
-    }
-    let T = first.count
-    let sweep = try LayerSweep(
-      model: model, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
-      temporaryDirectory: options.temporaryDirectory)
+    let T = try windowLength(windows)
+    let sweep = try embeddedSweep(model, windows: windows, options: options)
     if sweep.spilled { report.warnings.append("calibration states (\(sweep.hiddenBytes) bytes) spilled to a temporary file") }
-    try sweep.embed()
-    let dense = try reference.map { (reference) throws(SurgeryError) in
-      let dense = try LayerSweep(
-        model: reference, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
-        temporaryDirectory: options.temporaryDirectory)
-      try dense.embed()
-      return dense
-    }
+    let dense = try reference.map { (reference) throws(SurgeryError) in try embeddedSweep(reference, windows: windows, options: options) }
     for l in 0..<c.layers {
       try model.prepare(block: l)
       try prepareBlock?(l)
@@ -211,6 +199,23 @@ public enum Pruner {
       progress?(l + 1, c.layers)
     }
     return report
+  }
+
+  /// The calibration windows' common length; none, or windows of different lengths, are refused.
+  static func windowLength(_ windows: [[Int32]]) throws(SurgeryError) -> Int {
+    guard let first = windows.first, windows.allSatisfy({ $0.count == first.count }) else {
+      throw .calibrationWindows(windows.isEmpty ? "none given" : "they differ in length")
+    }
+    return first.count
+  }
+
+  /// The windows through `model`'s embedding, ready for its blocks, batched and held as the options plan.
+  static func embeddedSweep(_ model: LlamaModel, windows: [[Int32]], options: PruneOptions) throws(SurgeryError) -> LayerSweep {
+    let sweep = try LayerSweep(
+      model: model, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
+      temporaryDirectory: options.temporaryDirectory)
+    try sweep.embed()
+    return sweep
   }
 
   /// LoSA's reconstruction loss of a block: Σ_c Σ_rows (Y − Ŷ)² / Σ_rows Y², averaged over the H channels.

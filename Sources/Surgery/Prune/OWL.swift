@@ -94,15 +94,9 @@ public enum OWL {
   public static func outlierRatios(
     _ model: LlamaModel, windows: [[Int32]], options: PruneOptions, m: Double, progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> [Double] {
-    guard let first = windows.first, windows.allSatisfy({ $0.count == first.count }) else {
-      throw .calibrationWindows(windows.isEmpty ? "none given" : "they differ in length")
-    }
-    let T = first.count
+    let T = try Pruner.windowLength(windows)
     let c = model.config
-    let sweep = try LayerSweep(
-      model: model, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
-      temporaryDirectory: options.temporaryDirectory)
-    try sweep.embed()
+    let sweep = try Pruner.embeddedSweep(model, windows: windows, options: options)
     var ratios: [Double] = []
     for l in 0..<c.layers {
       try model.prepare(block: l)
