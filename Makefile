@@ -5,8 +5,9 @@ SWIFT       ?= swift
 BUILD       := .build/release
 APT_PACKAGES := libopenblas-dev liblapacke-dev libhdf5-dev libzstd-dev zlib1g-dev pkg-config
 # What only the tests use: xmllint validates verify's JUnit report against the JUnit schema; chromium renders
-# espalier report's page headless (no console error, a screenshot).
-TEST_APT_PACKAGES := libxml2-utils chromium
+# espalier report's page headless (no console error, a screenshot); Open MPI's mpirun runs prune, eval and
+# finetune as 2 and 3 ranks (the tools load libmpi at run time, only under mpirun: no build needs it).
+TEST_APT_PACKAGES := libxml2-utils chromium openmpi-bin libopenmpi-dev
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 
@@ -26,7 +27,7 @@ apt_install = @missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || miss
 deps: ## install the Debian -dev packages (BLAS, LAPACKE, HDF5, zstd) when missing
 	$(call apt_install,$(APT_PACKAGES))
 
-test-deps: ## install what only the tests use (xmllint, chromium) when missing
+test-deps: ## install what only the tests use (xmllint, chromium, Open MPI) when missing
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
 build: deps ## build every tool in release mode

@@ -31,6 +31,8 @@ public struct EvaluationOptions: Sendable {
   public var sweepSequences = 64
   public var maxMemory = 1_000_000_000
   public var temporaryDirectory = "/tmp"
+  /// The ranks sharing the windows (MPI), or one process.
+  public var cluster = Cluster.single
   public init() {}
 }
 
@@ -45,22 +47,29 @@ public enum Evaluate {
     guard length >= 2 else { throw .textTooShort(tokens: all.count) }
     var windows = all.count / length
     if let limit { windows = min(windows, limit) }
-    var total = 0.0
-    var counted = 0
-    var done = 0
+    // Per window: its summed NLL and scored tokens. Under MPI each rank fills its share (whole batches)
+    // and one sum gives every rank all of them; the total is then summed in window order, as one
+    // process sums it, so the perplexity is the same to the bit on any number of ranks.
+    let mine = options.cluster.share(of: windows, inGroupsOf: batchSize)
+    var slots = [Double](repeating: 0, count: 2 * windows)
+    var done = mine.lowerBound
     let perSweep = max(batchSize, options.sweepSequences / batchSize * batchSize)
-    while done < windows {
-      let n = min(perSweep, windows - done)
+    while done < mine.upperBound {
+      let n = min(perSweep, mine.upperBound - done)
       let slices = (done..<(done + n)).map { all[($0 * length)..<(($0 + 1) * length)] }
       let scores = try sweep(
         model, sequences: slices.map { Array($0.dropLast()) }, targets: slices.map { Array($0.dropFirst()) }, batchSize: batchSize,
         options: options)
-      for s in scores {
-        total += s.nll
-        counted += s.count
-      }
+      for (k, s) in scores.enumerated() { (slots[2 * (done + k)], slots[2 * (done + k) + 1]) = (s.nll, Double(s.count)) }
       done += n
-      progress?(done, windows)
+      progress?(done - mine.lowerBound, mine.count)
+    }
+    try options.cluster.sum(&slots)
+    var total = 0.0
+    var counted = 0
+    for w in 0..<windows {
+      total += slots[2 * w]
+      counted += Int(slots[2 * w + 1])
     }
     return PerplexityReport(windows: windows, seqLen: length, tokens: counted, textTokens: all.count, nll: total / Double(counted))
   }
@@ -84,12 +93,14 @@ public enum Evaluate {
     progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> ChoiceReport {
     var correct = 0, correctNorm = 0
-    var done = 0
-    while done < items.count {
+    // Under MPI each rank scores its share of the items; the two counts are summed.
+    let mine = options.cluster.share(of: items.count)
+    var done = mine.lowerBound
+    while done < mine.upperBound {
       // Whole items per sweep, up to sweepSequences choices (at least one item).
       var end = done
       var choices = 0
-      while end < items.count && (end == done || choices + items[end].choices.count <= options.sweepSequences) {
+      while end < mine.upperBound && (end == done || choices + items[end].choices.count <= options.sweepSequences) {
         choices += items[end].choices.count
         end += 1
       }
@@ -116,10 +127,13 @@ public enum Evaluate {
         }
         if scores.indices.max(by: { scores[$0].ll < scores[$1].ll }) == item.label { correct += 1 }
         if scores.indices.max(by: { scores[$0].norm < scores[$1].norm }) == item.label { correctNorm += 1 }
-        progress?(i + 1, items.count)
+        progress?(i + 1 - mine.lowerBound, mine.count)
       }
       done = end
     }
+    var counts = [Double(correct), Double(correctNorm)]
+    try options.cluster.sum(&counts)
+    (correct, correctNorm) = (Int(counts[0]), Int(counts[1]))
     let n = Double(max(1, items.count))
     return ChoiceReport(items: items.count, accuracy: Double(correct) / n, normalizedAccuracy: Double(correctNorm) / n)
   }

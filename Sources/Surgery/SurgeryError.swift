@@ -34,6 +34,8 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
   case invalidRequest(String)
   /// Even the smallest memory plan exceeds the budget (the message holds the plan).
   case memoryPlan(String)
+  /// The MPI job cannot start or a collective failed.
+  case cluster(String)
 
   /// Runs `body`, passing Surgery's errors through and wrapping Formats' (anything else becomes an I/O
   /// error on `path`): for library code that mixes reading and math in one block.
@@ -72,6 +74,7 @@ public enum SurgeryError: Error, Equatable, Sendable, CustomStringConvertible {
     case .resume(let why): return "--resume: \(why)"
     case .invalidRequest(let why): return why
     case .memoryPlan(let why): return "refusing to start: " + why
+    case .cluster(let why): return "MPI: " + why
     }
   }
 }

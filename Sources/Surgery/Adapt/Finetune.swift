@@ -53,6 +53,9 @@ public struct FinetuneOptions: Sendable {
   public var resume = false
   /// Start afresh in an existing output directory.
   public var overwrite = false
+  /// The ranks sharing every global batch (MPI), or one process. Rank 0 writes; a resumed run may have
+  /// another number of ranks than the run that saved.
+  public var cluster = Cluster.single
   public init() {}
 
   /// Refuses settings that cannot train, each with a message that names the flag.
@@ -81,6 +84,7 @@ public struct FinetuneOptions: Sendable {
     var t = TrainingOptions(steps: steps, schedule: CosineSchedule(base: lr, floor: minLr, warmup: warmupSteps, total: steps))
     (t.batchSize, t.gradAccum, t.weightDecay, t.maxGradNorm) = (batchSize, gradAccum, weightDecay, maxGradNorm)
     (t.seed, t.gradient, t.recomputedLayers) = (seed, gradient, recomputedLayers)
+    t.cluster = cluster
     return t
   }
 
@@ -177,7 +181,15 @@ public enum Finetune {
     modelPath: String, dataPath: String, output: String, options o: FinetuneOptions, events: (FinetuneEvent) -> Void
   ) throws(SurgeryError) -> FinetuneReport {
     if o.method == .losa { throw .invalidRequest("--method losa runs through LoSA.run (it needs --sparsity)") }
-    try claim(output, modelPath: modelPath, dataPath: dataPath, options: o)
+    let cluster = o.cluster
+    if cluster.size > 1 && o.resolvedInit == .gradientExact {
+      throw .invalidRequest("--init gradient-exact holds every dense gradient in one process; under MPI use --init gradient (its sketches are summed over the ranks)")
+    }
+    guard o.gradAccum % cluster.size == 0 || o.batchSize % cluster.size == 0 else {
+      throw .invalidRequest(
+        "\(cluster.size) ranks cannot share a global batch of \(o.batchSize) x \(o.gradAccum) windows: make --grad-accum or --batch-size a multiple of \(cluster.size)")
+    }
+    if cluster.isRoot { try claim(output, modelPath: modelPath, dataPath: dataPath, options: o) }
     let started = Date()
     let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen, residency: o.residency)
     let T = min(o.seqLen, llama.config.maxPositionEmbeddings)
@@ -195,7 +207,9 @@ public enum Finetune {
 
     let trainer: Trainer = try SurgeryError.wrapping(output) {
       if o.resume {
-        store.removeDeadPartials()
+        // Rank 0 tidies the directory before any rank looks for the newest checkpoint (a shared file system).
+        if cluster.isRoot { store.removeDeadPartials() }
+        try cluster.barrier()
         guard let latest = store.latestCheckpoint() else { throw SurgeryError.resume("no checkpoint in \(store.checkpoints)") }
         let state = try store.checkpointState(latest)
         let differences = settings.differences(from: state["run"]?.objectValue ?? JSONObject())
@@ -204,12 +218,14 @@ public enum Finetune {
         }
         let trainer = try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
         try trainer.restore(try TrainingCheckpoint.state(state, try store.checkpointTensors(latest), layout: adapters.params.layout, path: latest))
-        try store.truncateLog(afterStep: trainer.step)
+        if cluster.isRoot { try store.truncateLog(afterStep: trainer.step) }
         events(.info("resumed from \(latest) at step \(trainer.step)"))
         return trainer
       }
-      try store.create(replacing: o.overwrite)
+      if cluster.isRoot { try store.create(replacing: o.overwrite) }
       try initialize(adapters, llama: llama, data: data, T: T, options: o, events: events)
+      // Every rank starts from rank 0's adapters, whatever a rank's own LAPACK would have computed.
+      try cluster.broadcast(adapters.params.base, bytes: adapters.params.layout.totalCount * MemoryLayout<Float>.stride, from: 0)
       return try Trainer(model: llama, adapters: adapters, data: data, T: T, options: training)
     }
     events(.info(
@@ -217,18 +233,18 @@ public enum Finetune {
         + "scale \(adapters.scale) (\(rule.rawValue)); activations \(trainer.runner.activationBytes / 1_000_000) MB"))
 
     let run = try train(trainer, steps: totalSteps, store: store, started: started, events: events) { (record) throws(FormatError) in
-      if (o.saveEvery > 0 && record.step % o.saveEvery == 0) || record.step == totalSteps {
+      if cluster.isRoot && (o.saveEvery > 0 && record.step % o.saveEvery == 0) || record.step == totalSteps {
         try store.saveCheckpoint(
           step: record.step, tensors: TrainingCheckpoint.sources(trainer), state: TrainingCheckpoint.stateObject(trainer, settings: settings))
       }
     }
     let (last, seconds, tokens) = (run.last, run.seconds, run.tokens)
-    do {
+    if cluster.isRoot { do {
       let others = try BaseFingerprint.others(try Checkpoint.open(modelPath), excluding: adapters.prefixes)
       try store.writeAdapter(
         TrainingCheckpoint.peftSources(adapters), config: peftConfig(adapters, settings: settings, baseModel: modelPath),
         record: adapterRecord(settings, baseModel: modelPath, othersFingerprint: others, finalLoss: last?.loss))
-    } catch { throw .format(error) }
+    } catch { throw .format(error) } }
     return FinetuneReport(settings: settings, steps: totalSteps, last: last, tokensPerSecond: Double(tokens) / max(seconds, 1e-9))
   }
 
@@ -266,7 +282,7 @@ public enum Finetune {
       var record = local
       record.step += offset
       do {
-        try store.appendLog(TrainingCheckpoint.logEntry(record, elapsed: Date().timeIntervalSince(started)))
+        if trainer.options.cluster.isRoot { try store.appendLog(TrainingCheckpoint.logEntry(record, elapsed: Date().timeIntervalSince(started))) }
         try after(local)
       } catch { throw .format(error) }
       last = record
@@ -304,7 +320,7 @@ public enum Finetune {
       } else {
         let vectors = try GradientInit.sketchedRightSingularVectors(
           model: llama, prefixes: adapters.prefixes, batches: batches, B: o.batchSize, T: T, rank: adapters.rank,
-          seed: o.seed, recomputedLayers: o.recomputedLayers
+          seed: o.seed, recomputedLayers: o.recomputedLayers, cluster: o.cluster
         ) { done, total in events(.initProgress(done: done, total: total)) }
         try GradientInit.initialize(adapters, rightSingularVectors: vectors)
       }

@@ -102,7 +102,7 @@ extension GradientInit {
   /// gradient over `batches`, in one forward and backward pass. The signs are seeded by `seed` and the prefix.
   public static func sketchedRightSingularVectors(
     model: LlamaModel, prefixes: [String], batches: [([Int32], [Int32])], B: Int, T: Int, rank: Int, seed: UInt64 = 0,
-    recomputedLayers: Int = 0, progress: ((Int, Int) -> Void)? = nil
+    recomputedLayers: Int = 0, cluster: Cluster = .single, progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> [String: [Float]] {
     let saved = model.linears
     defer { model.linears = saved }
@@ -115,14 +115,28 @@ extension GradientInit {
       layers.append((prefix, layer))
     }
     let runner = LlamaRunner(model: model, B: B, T: T, recomputedLayers: recomputedLayers)
-    for (done, (tokens, targets)) in batches.enumerated() {
+    // Under MPI each rank sketches its share of the batches; the sketches are linear in G, so their sum
+    // over the ranks (one all-reduce of every Y and W) is the sketch of all batches.
+    let mine = cluster.share(of: batches.count)
+    for (done, (tokens, targets)) in batches[mine].enumerated() {
       try runner.forward(tokens: tokens, targets: targets, prepareBackward: true)
       try runner.backward()
-      progress?(done + 1, batches.count + 1)
+      progress?(done + 1, mine.count + 1)
+    }
+    if cluster.size > 1 {
+      var all = layers.flatMap { $0.1.y + $0.1.w }
+      try all.withUnsafeMutableBufferPointer { (p) throws(SurgeryError) in try cluster.sum(p.baseAddress!, count: p.count) }
+      var offset = 0
+      for (_, layer) in layers {
+        layer.y = Array(all[offset..<(offset + layer.y.count)])
+        offset += layer.y.count
+        layer.w = Array(all[offset..<(offset + layer.w.count)])
+        offset += layer.w.count
+      }
     }
     var result: [String: [Float]] = [:]
     for (prefix, layer) in layers { result[prefix] = try layer.rightSingularVectors(rank: rank) }
-    progress?(batches.count + 1, batches.count + 1)
+    progress?(mine.count + 1, mine.count + 1)
     return result
   }
 

@@ -112,6 +112,9 @@ public enum LoSA {
   ) throws(SurgeryError) -> FinetuneReport {
     try losa.check(rank: o.rank)
     guard !o.resume else { throw .invalidRequest("--resume is not supported for --method losa (each iteration rewrites the base)") }
+    guard o.cluster.size == 1 else {
+      throw .invalidRequest("--method losa runs in one process (its re-pruning rounds are not shared out under MPI); run it without mpirun")
+    }
     try Finetune.claim(output, modelPath: modelPath, dataPath: dataPath, options: o, calibration: losa.calibration)
     let started = Date()
     let config = try SurgeryError.wrapping(modelPath) { try LlamaConfig.of(try Checkpoint.open(modelPath)) }

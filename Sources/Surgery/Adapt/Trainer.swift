@@ -3,6 +3,11 @@
 // Its whole state — adapters, AdamW moments and step, data cursor — is `state`/`restore`, so a checkpoint
 // taken after step k and resumed continues exactly as an uninterrupted run would. A non-finite loss
 // stops the step before any parameter is touched.
+//
+// Under MPI every rank draws the same global batch (batch × accumulation windows) and takes its share:
+// whole micro-batches when the ranks divide --grad-accum, else an equal slice of every micro-batch when
+// they divide --batch-size. The adapter gradients, already scaled by the global target count, are summed
+// over the ranks in one fixed-order all-reduce, so every rank clips and steps AdamW on the same bits.
 
 import Foundation
 
@@ -20,6 +25,8 @@ public struct TrainingOptions: Sendable {
   public var gradient: LoRSGradient = .reordered
   /// Layers that keep only their input and are recomputed in backward (the memory plan's choice).
   public var recomputedLayers = 0
+  /// The ranks sharing every global batch (MPI), or one process.
+  public var cluster = Cluster.single
 
   public init(steps: Int, schedule: CosineSchedule) {
     self.steps = steps
@@ -61,6 +68,8 @@ public final class Trainer {
   public let data: TrainingData
   public let options: TrainingOptions
   public let runner: LlamaRunner
+  /// Under MPI: whether this rank takes whole micro-batches (else a slice of each).
+  private let sharesMicroBatches: Bool
   private(set) var optimizer: AdamW
   private var order: WindowOrder
   public private(set) var step = 0
@@ -76,7 +85,13 @@ public final class Trainer {
     self.adapters = adapters
     self.data = data
     self.options = options
-    runner = LlamaRunner(model: model, B: options.batchSize, T: T, recomputedLayers: options.recomputedLayers)
+    let (ranks, B, A) = (options.cluster.size, options.batchSize, options.gradAccum)
+    guard A % ranks == 0 || B % ranks == 0 else {
+      throw .invalidRequest(
+        "\(ranks) ranks cannot share a global batch of \(B) x \(A) windows: make --grad-accum or --batch-size a multiple of \(ranks)")
+    }
+    sharesMicroBatches = A % ranks == 0
+    runner = LlamaRunner(model: model, B: sharesMicroBatches ? B : B / ranks, T: T, recomputedLayers: options.recomputedLayers)
     optimizer = AdamW(count: adapters.params.layout.totalCount, weightDecay: Float(options.weightDecay))
     order = WindowOrder(count: data.windows.count, seed: options.seed)
     self.cursor = cursor
@@ -108,21 +123,34 @@ public final class Trainer {
     var cursor = self.cursor
     let micro = (0..<options.gradAccum).map { _ in order.take(B, from: &cursor) }
     let targetTotal = micro.joined().reduce(0) { $0 + data.windows[$1].targetCount }
+    let cluster = options.cluster
+    let work: [(index: Int, windows: ArraySlice<Int>)] = sharesMicroBatches
+      ? cluster.share(of: micro.count).map { ($0, micro[$0][...]) }
+      : micro.indices.map { ($0, micro[$0][cluster.share(of: B)]) }
     adapters.zeroGrad()
-    var nll = 0.0
-    for (index, indices) in micro.enumerated() {
+    // This rank's summed NLL, and the first non-finite loss it met (0 if none).
+    var record = [0.0, 0.0]
+    for (index, indices) in work {
       // Dropout masks from (seed, step, micro-batch): the same on a resumed run.
       var mixer = SplitMix64(seed: options.seed ^ (UInt64(step) &* 0x9FB2_1C65_1E98_DF25) ^ UInt64(index) &* 0xD6E8_FEB8_6659_FD93)
       adapters.reseedDropout(mixer.next())
       let tokens = indices.flatMap { data.windows[$0].inputs }
       let targets = indices.flatMap { data.windows[$0].targets }
       let result = try runner.forward(tokens: tokens, targets: targets, prepareBackward: true, gradientNormalizer: max(1, targetTotal))
-      nll += Double(result.loss) * Double(result.count)
       guard result.loss.isFinite else {
-        throw .training("the loss is \(result.loss) at step \(step + 1); stopped before updating (the last checkpoint is kept)")
+        record[1] = Double(result.loss)
+        break
       }
+      record[0] += Double(result.loss) * Double(result.count)
       try runner.backward()
     }
+    // Every rank learns of a non-finite loss anywhere, and all stop together.
+    try cluster.sum(&record)
+    guard record[1] == 0 else {
+      throw .training("the loss is \(record[1]) at step \(step + 1); stopped before updating (the last checkpoint is kept)")
+    }
+    let nll = record[0]
+    try cluster.sum(adapters.grads.base, count: adapters.params.layout.totalCount)
     let norm = options.maxGradNorm > 0 ? adapters.clipGradients(maxNorm: options.maxGradNorm) : adapters.gradientNorm
     guard norm.isFinite else {
       throw .training("the gradient norm is \(norm) at step \(step + 1); stopped before updating (the last checkpoint is kept)")

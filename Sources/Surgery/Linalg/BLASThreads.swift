@@ -64,10 +64,16 @@ public enum BLASThreads {
     return body()
   }
 
-  /// Sets the thread count for later calls (waits for calls in flight).
+  /// Sets the thread count for later calls (waits for calls in flight), and the size of the engine's
+  /// own worker pools (attention) with it.
   public static func set(_ n: Int) {
     pthread_rwlock_wrlock(lock)
     defer { pthread_rwlock_unlock(lock) }
     openblas_set_num_threads(Int32(n))
+    poolSize = max(1, n)
   }
+
+  /// Workers of the engine's own parallel regions: the cores, unless `set` named fewer (the ranks of an
+  /// MPI job that share a machine share its cores).
+  nonisolated(unsafe) public private(set) static var poolSize = ProcessInfo.processInfo.activeProcessorCount
 }

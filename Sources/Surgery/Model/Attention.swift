@@ -145,7 +145,7 @@ public enum Attention {
     B: Int, KV: Int, T: Int, _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void
   ) {
     let items = B * KV
-    let workers = min(items, ProcessInfo.processInfo.activeProcessorCount)
+    let workers = min(items, BLASThreads.poolSize)
     let scratchSize = scratchPerWorker(T: T)
     let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * scratchSize)
     defer { scratch.deallocate() }

@@ -35,6 +35,8 @@ public struct PruneOptions: Sendable {
   /// Unstructured only: derive `layerSparsity` from the dense model's outliers first (OWL). Resolved by
   /// PrunedCheckpoint.prune (a pass over the calibration windows before pruning); Pruner ignores it.
   public var owl: OWLSettings?
+  /// The ranks sharing the calibration windows (MPI), or one process.
+  public var cluster = Cluster.single
 
   /// Block l's target: its rate from `layerSparsity`, else `target`.
   func target(block l: Int) -> SparsityTarget {
@@ -142,6 +144,9 @@ public enum Pruner {
       return report
     }
     let T = try windowLength(windows)
+    let cluster = options.cluster
+    if reference != nil && cluster.size > 1 { throw .invalidRequest("a reconstruction reference (LoSA) runs in one process, not under MPI") }
+    let mine = try calibrationShare(windows, options: options)
     let sweep = try embeddedSweep(model, windows: windows, options: options)
     if sweep.spilled { report.warnings.append("calibration states (\(sweep.hiddenBytes) bytes) spilled to a temporary file") }
     let dense = try reference.map { (reference) throws(SurgeryError) in try embeddedSweep(reference, windows: windows, options: options) }
@@ -149,13 +154,14 @@ public enum Pruner {
       try model.prepare(block: l)
       try prepareBlock?(l)
       let names = LlamaTensors.projections.map { "model.layers.\(l).\($0).weight" }
+      let selected = names.indices.filter { options.selects(names[$0]) }
       let original = model.linears[l]
       var wanda: [WandaStatistics?] = Array(repeating: nil, count: names.count)
       var hessians: [HessianAccumulator?] = Array(repeating: nil, count: names.count)
-      for (p, name) in names.enumerated() where options.selects(name) {
+      for p in selected {
         let columns = original[p].inFeatures
         if options.method == .wanda {
-          let stats = WandaStatistics(columns: columns)
+          let stats = WandaStatistics(columns: columns, deferred: cluster.size > 1)
           wanda[p] = stats
           model.linears[l][p] = RecordingLinear(original[p]) { x, n in stats.add(x, tokens: n, sequences: n / T) }
         } else {
@@ -164,29 +170,46 @@ public enum Pruner {
           model.linears[l][p] = RecordingLinear(original[p]) { x, n in h.add(x, tokens: n, sequences: n / T) }
         }
       }
-      // Statistics from the dense block, on inputs from the pruned blocks before it.
+      // Statistics from the dense block, on inputs from the pruned blocks before it (this rank's share),
+      // then reduced: Wanda's to every rank, each Hessian to the rank that prunes with it.
       try sweep.run(block: l, advance: false)
       model.linears[l] = original
-      for (p, name) in names.enumerated() where options.selects(name) {
-        let entry = model.params.layout.entry(name)!
+      func owner(_ i: Int) -> Int { i % cluster.size }
+      for (i, p) in selected.enumerated() {
+        try wanda[p]?.reduce(on: cluster, before: mine.lowerBound, total: windows.count)
+        try hessians[p]?.reduce(on: cluster, before: mine.lowerBound, total: windows.count, to: owner(i))
+      }
+      // Wanda's masks are cheap and the same bits on every rank; SparseGPT's solves are shared out, one
+      // projection per rank in turn, and each result is broadcast from the rank that computed it.
+      var raisedDamp = [Double](repeating: options.percdamp, count: names.count)
+      for (i, p) in selected.enumerated() {
+        let entry = model.params.layout.entry(names[p])!
         let (rows, cols) = (entry.shape[0], entry.shape[1])
         let weight = model.params.base + entry.offset
         let rowZeros = options.layerRowZeros.flatMap { l < $0.count ? $0[l][cols] : nil }
         if let stats = wanda[p] {
           MaskSelection.apply(
             Wanda.mask(weight, rows: rows, cols: cols, statistics: stats, target: options.target(block: l), rowZeros: rowZeros), to: weight)
-        } else if let h = hessians[p] {
+        } else if let h = hessians[p], owner(i) == cluster.rank {
           let target = rowZeros.map { SparsityTarget.unstructured(Double($0) / Double(cols)) } ?? options.target(block: l)
           let result = try h.withValues { (hessian) throws(SurgeryError) in
             try SparseGPT.prune(
               weight, rows: rows, cols: cols, hessian: hessian, target: target, percdamp: options.percdamp,
               blockSize: options.blockSize)
           }
-          if result.percdamp != options.percdamp {
-            report.warnings.append("\(name): Cholesky failed; percdamp raised to \(result.percdamp)")
-          }
+          raisedDamp[p] = result.percdamp
         }
-        report.tensors.append(count(weight, name: name, elements: entry.count))
+      }
+      for (i, p) in selected.enumerated() {
+        let entry = model.params.layout.entry(names[p])!
+        if hessians[p] != nil && cluster.size > 1 {
+          try cluster.broadcast(model.params.base + entry.offset, bytes: entry.count * MemoryLayout<Float>.stride, from: owner(i))
+          try cluster.broadcast(&raisedDamp[p], bytes: MemoryLayout<Double>.stride, from: owner(i))
+        }
+        if raisedDamp[p] != options.percdamp {
+          report.warnings.append("\(names[p]): Cholesky failed; percdamp raised to \(raisedDamp[p])")
+        }
+        report.tensors.append(count(model.params.base + entry.offset, name: names[p], elements: entry.count))
       }
       // The pruned block produces the next block's inputs.
       try sweep.run(block: l, advance: true)
@@ -209,10 +232,24 @@ public enum Pruner {
     return first.count
   }
 
-  /// The windows through `model`'s embedding, ready for its blocks, batched and held as the options plan.
-  static func embeddedSweep(_ model: LlamaModel, windows: [[Int32]], options: PruneOptions) throws(SurgeryError) -> LayerSweep {
+  /// The windows a rank calibrates on: whole batches, contiguous, so every batch (and every statistic
+  /// folded from it) is the one a single process forms. Refuses more ranks than batches.
+  static func calibrationShare(_ windows: [[Int32]], options: PruneOptions) throws(SurgeryError) -> Range<Int> {
+    let batch = max(1, min(options.batchSize, windows.count))
+    let batches = (windows.count + batch - 1) / batch
+    guard batches >= options.cluster.size else {
+      throw .invalidRequest(
+        "\(options.cluster.size) ranks share \(batches) calibration batches of \(batch) windows: give every rank one (more --nsamples, or a smaller --batch-size)")
+    }
+    return options.cluster.share(of: windows.count, inGroupsOf: batch)
+  }
+
+  /// This rank's windows through `model`'s embedding, ready for its blocks, batched and held as the
+  /// options plan.
+  static func embeddedSweep(_ model: LlamaModel, windows all: [[Int32]], options: PruneOptions) throws(SurgeryError) -> LayerSweep {
+    let windows = Array(all[try calibrationShare(all, options: options)])
     let sweep = try LayerSweep(
-      model: model, sequences: windows, batch: max(1, min(options.batchSize, windows.count)), maxMemory: options.maxMemory,
+      model: model, sequences: windows, batch: max(1, min(options.batchSize, all.count)), maxMemory: options.maxMemory,
       temporaryDirectory: options.temporaryDirectory)
     try sweep.embed()
     return sweep

@@ -1,15 +1,22 @@
-// What Wanda and SparseGPT accumulate per linear layer from its calibration inputs, kept the way their
-// references keep it: folding in a batch of b sequences scales the old values by n/(n+b) and adds the
-// batch's term, computed with the new total n+b. Values (Double) and a per-batch scratch buffer are
-// allocated once; the hot loops run over raw pointers, never over class-held arrays.
+// What Wanda and SparseGPT accumulate per linear layer from its calibration inputs. Wanda's is kept the way
+// its reference keeps it: folding in a batch of b sequences scales the old values by n/(n+b) and adds the
+// batch's term, computed with the new total n+b; the Hessian is a sum, scaled once at the end
+// (HessianAccumulator says why). Values (Double) and a per-batch scratch buffer are allocated once; the
+// hot loops run over raw pointers, never over class-held arrays.
+//
+// Under MPI each rank takes its own share of the windows (whole batches, in order), and `reduce` then
+// gives the ranks the values one process would hold after all of them, to the bit: Wanda keeps each
+// batch's column sums (a few KB) and folds them along the rank chain in the global batch order; the
+// Hessian's sum of float terms is exact, so its rank-order sum is the one-process sum. `reduce` is
+// called in one process too: it is where the Hessian is scaled.
 
 public class CalibrationStatistic {
   /// Input columns of the layer.
   public let columns: Int
   /// Sequences folded in so far.
-  public private(set) var sequences = 0
+  public internal(set) var sequences = 0
   let count: Int
-  private let buffer: UnsafeMutablePointer<Double>
+  let buffer: UnsafeMutablePointer<Double>
   /// Per-batch working space the subclass keeps between batches (Wanda's Σx²).
   let scratch: UnsafeMutableRawPointer
 
@@ -41,4 +48,8 @@ public class CalibrationStatistic {
     for k in 0..<count { v[k] = v[k] * decay + term(k, total) }
     sequences += b
   }
+
+  /// Gives the ranks of `cluster` the values of one process that folded all `total` sequences; `before`
+  /// of them precede this rank's share. With a `destination`, only that rank receives them.
+  func reduce(on cluster: Cluster, before: Int, total: Int, to destination: Int? = nil) throws(SurgeryError) {}
 }

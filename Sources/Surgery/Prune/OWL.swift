@@ -97,6 +97,7 @@ public enum OWL {
     let T = try Pruner.windowLength(windows)
     let c = model.config
     let sweep = try Pruner.embeddedSweep(model, windows: windows, options: options)
+    let (cluster, mine) = (options.cluster, try Pruner.calibrationShare(windows, options: options))
     var ratios: [Double] = []
     for l in 0..<c.layers {
       try model.prepare(block: l)
@@ -104,13 +105,14 @@ public enum OWL {
       let original = model.linears[l]
       var statistics: [(name: String, stats: WandaStatistics)] = []
       for (p, name) in names.enumerated() where options.selects(name) {
-        let stats = WandaStatistics(columns: original[p].inFeatures)
+        let stats = WandaStatistics(columns: original[p].inFeatures, deferred: cluster.size > 1)
         statistics.append((name, stats))
         model.linears[l][p] = RecordingLinear(original[p]) { x, n in stats.add(x, tokens: n, sequences: n / T) }
       }
       // The dense block records its inputs and produces the next block's (no weight changes in pass 1).
       try sweep.run(block: l, advance: true)
       model.linears[l] = original
+      for entry in statistics { try entry.stats.reduce(on: cluster, before: mine.lowerBound, total: windows.count) }
       let linears = statistics.map { entry in
         (weight: UnsafePointer(model.params.base + model.params.layout.entry(entry.name)!.offset), shape: model.shape(entry.name)!, stats: entry.stats)
       }

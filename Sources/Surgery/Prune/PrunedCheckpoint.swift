@@ -5,6 +5,7 @@
 // so a streamed model never holds more than one block; everything appears at once when it is done.
 // With OWL asked for, its pass over the dense model comes first and sets the per-block rates; the rates
 // pruned to (OWL's or a replayed file's) are written beside the weights as layer_sparsity.json.
+// Under MPI every rank runs the pruner on its share of the windows, and rank 0 alone writes.
 
 import Formats
 
@@ -14,13 +15,19 @@ public enum PrunedCheckpoint {
     convert: ConvertOptions, reference: LlamaModel? = nil, prepareBlock: ((Int) throws(SurgeryError) -> Void)? = nil,
     profileProgress: ((Int, Int) -> Void)? = nil, progress: ((Int, Int) -> Void)? = nil
   ) throws(SurgeryError) -> (report: PruneReport, files: [String]) {
-    do { try OutputPath.claim(output, overwrite: convert.overwrite, inputs: [input.path]) } catch { throw .format(error) }
+    // Under MPI every rank prunes (each on its share of the windows); rank 0 alone writes.
+    if options.cluster.isRoot {
+      do { try OutputPath.claim(output, overwrite: convert.overwrite, inputs: [input.path]) } catch { throw .format(error) }
+    }
     var options = options
     try options.checkProfile()
     if let owl = options.owl {
       let ratios = try OWL.outlierRatios(model, windows: windows, options: options, m: owl.m, progress: profileProgress)
       let rates = try OWL.rates(outlierRatios: ratios, target: options.target.ratio, lambda: owl.lambda)
       options.layerSparsity = LayerSparsity(rates: rates, profile: "owl", target: options.target.ratio, outlierRatios: ratios, settings: owl)
+    }
+    guard options.cluster.isRoot else {
+      return (try Pruner.prune(model, windows: windows, options: options, reference: reference, prepareBlock: prepareBlock, progress: progress), [])
     }
     let infos = input.infos.map { info -> TensorInfo in
       var out = info

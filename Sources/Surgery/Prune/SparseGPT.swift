@@ -4,22 +4,51 @@
 // per block from W²/diag(U)² with one threshold, N:M masks per group just before the group is processed;
 // errors are compensated inside the block and pushed to later columns in one lazy product.
 
-/// H of one linear layer, accumulated sequence by sequence: H ← H·n/(n+b); H += (2/(n+b))·XᵀX, in Double
-/// for a stable sum. The batch's XᵀX lives only during `add`: a block's seven accumulators would
-/// otherwise hold seven more (columns × columns) buffers between batches.
+/// H = (2/n)·Σ_batches XᵀX of one linear layer over n sequences. The reference keeps a running mean
+/// (H ← H·n/(n+b) + (2/(n+b))·XᵀX, in float32); we sum each batch's float XᵀX in Double and scale once at
+/// the end. The sum of float terms in Double is exact unless an entry's batches span ~25 binades, so it
+/// does not depend on how the batches were grouped, in one process or over the ranks of an MPI job: the
+/// Hessian, and every weight SparseGPT computes from it, are the same bits on 1 or N ranks. (A running
+/// mean rounds at every batch; its float conversion then lands on the other side of a tie for many
+/// entries, and every weight moves by an ulp.) The batch's XᵀX lives only during `add`: a block's seven
+/// accumulators would otherwise hold seven more (columns × columns) buffers between batches.
 public final class HessianAccumulator: CalibrationStatistic {
+  /// Whether the values are H (scaled), or still the sum.
+  private var scaled = false
+
   public init(columns: Int) { super.init(columns: columns, values: columns * columns, scratch: 0) }
 
   /// H as a row-major (columns, columns) array.
-  public var h: [Double] { values }
+  public var h: [Double] {
+    scale()
+    return values
+  }
 
   /// Adds `b` sequences whose tokens are the rows of x (tokens, columns).
   public func add(_ x: UnsafePointer<Float>, tokens: Int, sequences b: Int) {
     let xtx = UnsafeMutablePointer<Float>.allocate(capacity: columns * columns)
     defer { xtx.deallocate() }
     Gemm.sgemm(xtx, x, x, m: columns, n: columns, k: tokens, transA: true)
-    let scale = 2 / Double(sequences + b)
-    fold(sequences: b) { k, _ in scale * Double(xtx[k]) }
+    let sum = buffer
+    for k in 0..<count { sum[k] += Double(xtx[k]) }
+    sequences += b
+    scaled = false
+  }
+
+  /// The sum over the ranks in rank order (to `destination` only, when given), then H = (2/n)·sum.
+  override func reduce(on cluster: Cluster, before: Int, total: Int, to destination: Int? = nil) throws(SurgeryError) {
+    if cluster.size > 1 {
+      try cluster.sum(buffer, count: count, to: destination)
+      sequences = total
+    }
+    scale()
+  }
+
+  private func scale() {
+    guard !scaled, sequences > 0 else { return }
+    let (values, factor) = (buffer, 2 / Double(sequences))
+    for k in 0..<count { values[k] *= factor }
+    scaled = true
   }
 }
 

@@ -4,7 +4,14 @@
 /// Per-input-column statistics of one linear layer, accumulated sequence by sequence as Wanda does:
 /// s ← s·n/(n+b); n ← n + b; s += ‖X_batch[:, j]‖² / n, with b the number of sequences in the batch.
 public final class WandaStatistics: CalibrationStatistic {
-  public init(columns: Int) { super.init(columns: columns, values: columns, scratch: columns * MemoryLayout<Double>.stride) }
+  /// Under MPI: each batch's column sums and sequence count, folded only in `reduce`.
+  private var batches: [(sequences: Int, sums: [Double])]?
+
+  /// `deferred`: keep each batch's sums for an exact fold across ranks (`reduce`) instead of folding now.
+  public init(columns: Int, deferred: Bool = false) {
+    batches = deferred ? [] : nil
+    super.init(columns: columns, values: columns, scratch: columns * MemoryLayout<Double>.stride)
+  }
 
   /// The running mean of Σ_tokens x_j² per column.
   public var scaler: [Double] { values }
@@ -20,7 +27,33 @@ public final class WandaStatistics: CalibrationStatistic {
         sums[j] += v * v
       }
     }
+    if batches != nil {
+      batches!.append((b, Array(UnsafeBufferPointer(start: sums, count: columns))))
+      sequences += b
+      return
+    }
     fold(sequences: b) { j, total in sums[j] / total }
+  }
+
+  /// The fold of every batch of every rank in the global order, the same operations as `fold` on one
+  /// process: ranks before this one arrive as `incoming`, this rank's batches continue it.
+  override func reduce(on cluster: Cluster, before: Int, total: Int, to destination: Int? = nil) throws(SurgeryError) {
+    guard let batches else { return }
+    let values = buffer
+    try cluster.orderedReduce(values, count: count, to: destination) { incoming, range in
+      for (k, j) in range.enumerated() {
+        var v = incoming?[k] ?? 0
+        var n = before
+        for batch in batches {
+          let t = Double(n + batch.sequences)
+          v = v * (Double(n) / t) + batch.sums[j] / t
+          n += batch.sequences
+        }
+        values[j] = v
+      }
+    }
+    self.batches = []
+    sequences = total
   }
 }
 

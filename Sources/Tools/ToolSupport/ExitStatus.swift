@@ -14,9 +14,12 @@ public enum ExitStatus {
 
 /// Runs a tool body: library errors become one clear message on stderr and an exit code: 1 for
 /// training that stopped, 64 for a request the library refused, 2 for everything else (unreadable input).
+/// Under MPI, every rank ends its use of MPI after a successful body; a rank that fails exits without it,
+/// and the launcher ends the job with that rank's exit code.
 public func runReportingErrors(_ body: () throws -> Void) throws {
   do {
     try body()
+    ClusterLaunch.finish()
   } catch let exit as ExitCode {
     throw exit
   } catch let error as ValidationError {

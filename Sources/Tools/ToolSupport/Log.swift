@@ -8,10 +8,20 @@
 
 public enum Log {
   public static func info(_ message: String) { write(message + "\n") }
-  public static func error(_ message: String) { write("error: " + message + "\n") }
+  public static func error(_ message: String) { write(errorPrefix + "error: " + message + "\n", always: true) }
   public static func warning(_ message: String) { write("warning: " + message + "\n") }
 
-  static func write(_ text: String) {
+  /// Ranks of an MPI job other than 0 print only their errors, prefixed with their rank.
+  nonisolated(unsafe) private static var silent = false
+  nonisolated(unsafe) private static var errorPrefix = ""
+
+  public static func quiet(prefix: String) {
+    silent = true
+    errorPrefix = prefix
+  }
+
+  static func write(_ text: String, always: Bool = false) {
+    if silent && !always { return }
     var bytes = Array(text.utf8)
     _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
   }

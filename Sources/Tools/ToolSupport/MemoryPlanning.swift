@@ -47,7 +47,7 @@ public enum Planning {
   /// Returns false when the tool should stop here (--plan-only).
   public static func announce(_ plan: MemoryPlan, _ options: MemoryOptions, json: Bool) throws -> Bool {
     if options.planOnly {
-      if json { print(JSONWriter.pretty(plan.json)) } else { for line in plan.lines { print(line) } }
+      if json { Output.json(plan.json) } else { for line in plan.lines { Output.line(line) } }
       if !plan.fits { throw ExitStatus.doesNotFit }
       return false
     }

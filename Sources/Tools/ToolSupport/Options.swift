@@ -58,9 +58,12 @@ public struct MemoryOptions: ParsableArguments {
   public var planOnly = false
   public init() {}
 
-  /// The budget in bytes and where it came from.
+  /// The budget in bytes and where it came from. Under MPI --max-memory is each rank's; the default is
+  /// the machine's available memory shared among the ranks on it.
   public var budget: (bytes: Int, source: String) {
     if let maxMemory { return (maxMemory.bytes, "--max-memory") }
-    return (SystemMemory.available ?? 8_000_000_000, SystemMemory.available == nil ? "assumed: /proc/meminfo unreadable" : "memory available now")
+    let (available, ranks) = (SystemMemory.available, ClusterLaunch.current?.isDistributed == true ? ClusterLaunch.ranksOnThisMachine : 1)
+    let shared = ranks > 1 ? ", shared by \(ranks) ranks" : ""
+    return ((available ?? 8_000_000_000) / ranks, available == nil ? "assumed: /proc/meminfo unreadable" + shared : "memory available now" + shared)
   }
 }

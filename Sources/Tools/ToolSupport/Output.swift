@@ -4,12 +4,17 @@ import Formats
 import Foundation
 
 public enum Output {
+  /// Set on the ranks of an MPI job other than 0: rank 0 alone reports.
+  nonisolated(unsafe) public static var silent = false
+
   public static func line(_ text: String = "") {
+    if silent { return }
     print(text)
   }
 
   /// Writes `text` now, without a newline (text streamed as it is produced).
   public static func stream(_ text: String) {
+    if silent { return }
     print(text, terminator: "")
     fflush(nil)  // every stream: naming `stdout` is not concurrency-safe in Swift 6
   }

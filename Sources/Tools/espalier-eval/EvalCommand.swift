@@ -58,6 +58,7 @@ struct EvalCommand: ParsableCommand {
     try runReportingErrors {
       let clock = Stopwatch()
       SystemMemory.returnFreedBuffers()
+      let cluster = try ClusterLaunch.start()
       let facts = try Planning.facts(model)
       let (budget, source) = memory.budget
       let plan = MemoryPlanner.eval(
@@ -66,6 +67,7 @@ struct EvalCommand: ParsableCommand {
       let tokenizer = try Tokenizer.forCheckpoint(model)
       let llama = try LlamaModel.load(model, maxPositions: text != nil ? seqLen : 4096, residency: plan.residency)
       var options = EvaluationOptions()
+      options.cluster = cluster
       (options.batchSize, options.sweepSequences, options.maxMemory) = (plan.batchSize, plan.sweepSequences, plan.hiddenBudget)
       if let tmp = getenv("TMPDIR") { options.temporaryDirectory = String(cString: tmp) }
       let progress = Progress("eval", total: 0)

@@ -11,7 +11,7 @@ enum EvalSummary {
         ("windows", .number(String(r.windows))), ("seq_len", .number(String(r.seqLen))),
         ("tokens", .number(String(r.tokens))), ("text_tokens", .number(String(r.textTokens))),
         ("nll", .number(Format.fixed(r.nll, 6))), ("perplexity", .number(Format.fixed(r.perplexity, 4))),
-        ("seconds", .number(Format.fixed(seconds, 2))),
+        ("nll_exact", .number(String(r.nll))), ("seconds", .number(Format.fixed(seconds, 2))), ("mpi", ClusterLaunch.json),
       ])))
     } else {
       Output.line("windows: \(r.windows) × \(r.seqLen) tokens  scored tokens: \(r.tokens) (of \(r.textTokens) in the text)")
@@ -24,6 +24,7 @@ enum EvalSummary {
       Output.json(.object(JSONObject([
         ("items", .number(String(r.items))), ("acc", .number(Format.fixed(r.accuracy, 6))),
         ("acc_norm", .number(Format.fixed(r.normalizedAccuracy, 6))), ("seconds", .number(Format.fixed(seconds, 2))),
+        ("mpi", ClusterLaunch.json),
       ])))
     } else {
       Output.line("items: \(r.items)  acc: \(Format.fixed(r.accuracy, 4))  acc_norm: \(Format.fixed(r.normalizedAccuracy, 4))  time: \(Format.fixed(seconds, 1)) s")

@@ -137,7 +137,8 @@ struct FinetuneCommand: ParsableCommand {
     } else if sparsity != nil {
       throw ValidationError("--sparsity applies to --method losa (prune with espalier prune for the other methods)")
     }
-    if memory.planOnly { return }
+    // Under MPI rank 0 alone owns OUT (another rank may look after rank 0 has created it).
+    if memory.planOnly || (ClusterLaunch.environmentRank ?? 0) != 0 { return }
     let exists = FileManager.default.fileExists(atPath: output)
     if exists && !resume && !out.overwrite { throw ValidationError("\(output) exists; pass --resume to continue it or --overwrite to start afresh") }
     if resume && !exists { throw ValidationError("--resume: \(output) does not exist") }
@@ -148,6 +149,7 @@ struct FinetuneCommand: ParsableCommand {
     try runReportingErrors {
       let clock = Stopwatch()
       SystemMemory.returnFreedBuffers()
+      options.cluster = try ClusterLaunch.start()
       let facts = try Planning.facts(model)
       let (budget, source) = memory.budget
       let plan = MemoryPlanner.finetune(

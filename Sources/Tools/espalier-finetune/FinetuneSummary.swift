@@ -13,7 +13,7 @@ enum FinetuneSummary {
         ("tokens_per_s", .number(Format.fixed(r.tokensPerSecond, 1))), ("seconds", .number(Format.fixed(seconds, 2))),
         ("base_fingerprint", .string(r.settings.baseFingerprint)),
         ("losa", r.losa.isEmpty ? .null : .array(r.losa.map(\.json))),
-        ("settings", r.settings.json),
+        ("settings", r.settings.json), ("mpi", ClusterLaunch.json),
       ])))
     } else {
       Output.line("trained \(r.settings.method.rawValue) adapters for \(r.steps) steps -> \(output)")

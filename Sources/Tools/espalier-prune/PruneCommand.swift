@@ -81,6 +81,7 @@ struct PruneCommand: ParsableCommand {
     try runReportingErrors {
       let clock = Stopwatch()
       SystemMemory.returnFreedBuffers()
+      let cluster = try ClusterLaunch.start()
       let c = calibration
       let facts = try Planning.facts(model)
       let layers = try layerSparsity.map { (path) throws(SurgeryError) in try LayerSparsity.read(path, layers: facts.config.layers) }
@@ -88,10 +89,11 @@ struct PruneCommand: ParsableCommand {
       let length = min(c.seqLen, facts.config.maxPositionEmbeddings)
       let (budget, source) = memory.budget
       let plan = MemoryPlanner.prune(
-        facts, method: method, windows: method == .magnitude ? 0 : c.nsamples, seqLen: length, batch: c.batchSize,
+        facts, method: method, windows: method == .magnitude ? 0 : cluster.share(of: c.nsamples, inGroupsOf: c.batchSize).count, seqLen: length, batch: c.batchSize,
         outputBytes: dtype.dtype.map { $0.bits / 8 } ?? facts.storedBytes, budget: budget, budgetSource: source)
       guard try Planning.announce(plan, memory, json: reporting.json) else { return }
       var options = PruneOptions(method: method, target: target)
+      options.cluster = cluster
       options.percdamp = percdamp
       options.batchSize = plan.batchSize
       options.selects = TensorFilter(include: include, exclude: exclude).matches

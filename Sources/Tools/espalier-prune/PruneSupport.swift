@@ -30,7 +30,7 @@ enum PruneSummary {
         ("zeros", .number(String(r.zeros))), ("elements", .number(String(r.elements))),
         ("sparsity", .number(Format.fixed(r.sparsity, 6))), ("seconds", .number(Format.fixed(seconds, 2))),
         ("layer_sparsity", r.layerSparsity?.json ?? .null),
-        ("warnings", .array(r.warnings.map { .string($0) })),
+        ("warnings", .array(r.warnings.map { .string($0) })), ("mpi", ClusterLaunch.json),
       ])))
     } else {
       Output.line("pruned \(r.tensors.count) tensors with \(options.method.rawValue) (\(options.target)) -> \(output)")

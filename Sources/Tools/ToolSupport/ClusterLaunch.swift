@@ -1,0 +1,80 @@
+// Whether a tool runs as one rank of an MPI job, and what that changes at the front door: the MPI library
+// is loaded only then (`Cluster.mpi`), the cores of a machine are shared among the ranks on it, rank 0
+// alone prints (the others print only their errors, prefixed with their rank), and every rank ends the
+// job's use of MPI when its work is done.
+
+import Formats
+import Foundation
+import Surgery
+
+public enum ClusterLaunch {
+  nonisolated(unsafe) public private(set) static var current: Cluster?
+
+  static var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+  /// This process's rank as the launcher set it (Open MPI's mpirun, PMIx under srun, or PMI), before
+  /// MPI is loaded; nil when not launched as part of an MPI job.
+  public static var environmentRank: Int? {
+    for key in ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"] { if let v = environment[key], let r = Int(v) { return r } }
+    return nil
+  }
+
+  /// Ranks the launcher started, where it says so.
+  static var environmentSize: Int? {
+    for key in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] { if let v = environment[key], let n = Int(v) { return n } }
+    return nil
+  }
+
+  /// Ranks on this machine: Open MPI's local size, else Slurm's tasks on this node ("2(x3)" → 2), else 1.
+  static var ranksOnThisMachine: Int {
+    if let v = environment["OMPI_COMM_WORLD_LOCAL_SIZE"], let n = Int(v), n > 0 { return n }
+    if let v = environment["SLURM_STEP_TASKS_PER_NODE"] ?? environment["SLURM_TASKS_PER_NODE"], let n = Int(v.prefix { $0.isNumber }), n > 0 {
+      return n
+    }
+    return 1
+  }
+
+  /// One process, or this rank of the MPI job the launcher started. Under MPI: BLAS threads per rank are
+  /// OPENBLAS_NUM_THREADS, else the machine's cores shared among its ranks.
+  public static func start() throws -> Cluster {
+    if let current { return current }
+    guard environmentRank != nil else {
+      current = .single
+      return .single
+    }
+    let cluster = try Cluster.mpi(library: environment["ESPALIER_MPI_LIBRARY"])
+    if let expected = environmentSize, expected != cluster.size {
+      throw SurgeryError.cluster(
+        "the launcher started \(expected) ranks but the MPI library sees \(cluster.size): is it the MPI that mpirun or srun belongs to? (ESPALIER_MPI_LIBRARY names another)")
+    }
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let threads = environment["OPENBLAS_NUM_THREADS"].flatMap { Int($0) } ?? max(1, cores / ranksOnThisMachine)
+    BLASThreads.set(max(1, threads))
+    if !cluster.isRoot {
+      Log.quiet(prefix: "rank \(cluster.rank): ")
+      Output.silent = true
+    }
+    Log.info("MPI: \(cluster.size) ranks, \(ranksOnThisMachine) on this machine, \(max(1, threads)) BLAS threads each")
+    current = cluster
+    return cluster
+  }
+
+  /// Ends this rank's use of MPI after a successful run (a no-op in one process).
+  public static func finish() {
+    guard let current, current.isDistributed else { return }
+    Log.info(
+      "MPI: \(current.collectives) collectives, \(Format.bytes(current.collectiveBytes)) reduced or broadcast, "
+        + "\(Format.fixed(current.collectiveSeconds, 2)) s in them (rank 0)")
+    current.finish()
+  }
+
+  /// The "mpi" member of a tool's --json report: null in one process, else the ranks and what the
+  /// collectives cost this rank (0) so far.
+  public static var json: JSONValue {
+    guard let c = current, c.isDistributed else { return .null }
+    return .object(JSONObject([
+      ("ranks", .number(String(c.size))), ("collectives", .number(String(c.collectives))),
+      ("collective_bytes", .number(String(c.collectiveBytes))), ("collective_seconds", .number(Format.fixed(c.collectiveSeconds, 4))),
+    ]))
+  }
+}
