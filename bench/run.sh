@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bin=.build/release
 out=bench/out
 docs=/usr/share/doc/python3.11/html/_sources
-all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods quality generate gguf owl"
+all="foundation conversion engine pruning finetune sparse memory init-quality scale losa methods quality generate gguf owl mpi"
 sections=${BENCH:-$all}
 for s in $sections; do [[ " $all " == *" $s "* ]] || { echo "bench: unknown section '$s' (sections: $all)" >&2; exit 64; }; done
 rm -rf "$out" && mkdir -p "$out"
@@ -206,6 +206,11 @@ gguf() {
   done
   rm -rf "$out/w24-gguf" "$out/w24.gguf"
 }
+
+# Past one machine (issue 19): SmolLM2 Wanda calibration, perplexity and LoRS under mpirun as 1 rank x 2
+# threads and 2 ranks x 1 thread; bytes and seconds in collectives; the bit-for-bit checks; the projection
+# to 1-64 nodes at 10 and 100 Gbit/s (bench/mpi.sh, bench/mpi_projection.py; about 20 minutes).
+mpi() { bash bench/mpi.sh "$out" "$docs"; }
 
 for s in $sections; do
   echo "== $s"

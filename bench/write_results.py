@@ -29,6 +29,7 @@ SECTIONS = [
     ("quality", "The quality bar: 150 LoRS steps, the whole command against PyTorch's 150 LoRA steps (issue 17)"),
     ("gguf", "GGUF out: SmolLM2 2:4 perplexity from the HF checkpoint and from each GGUF type (issue 18)"),
     ("owl", "OWL: uniform Wanda against OWL's layerwise sparsity on SmolLM2 at 60% and 70% (issue 18)"),
+    ("mpi", "Past one machine: SmolLM2 under mpirun, 1 rank x 2 threads against 2 ranks x 1 thread, and the projection to 64 nodes (issue 19)"),
 ]
 
 HEADER = """# Benchmark results
@@ -68,8 +69,27 @@ def section(name, title, logs, machine, date, commit):
     body += f"Ran {date} on {machine}, commit {commit}, in {seconds} s. Rerun: `make bench BENCH={name}`.\n\n"
     if name in ("methods", "quality"):
         body += methods_table(text)
+    if name == "mpi":
+        body += mpi_projection(text)
+        text = "\n".join(l for l in text.splitlines() if not l.startswith("|"))
     body += "```text\n" + text + "\n```\n"
     return body
+
+
+MPI_FORMULA = """Projected steps/s on N nodes of this machine's kind, one rank per node on all its cores (bench/mpi_projection.py):
+LoRS step, global batch G = 64 sequences of 256: `t = f + ⌈G/N⌉·q + t_ar(S, N)`; Wanda block, 128 windows of 512 in
+batches of 4: `t = s/L + 4·⌈32/N⌉·p/L + Σ_7 statistics t_ar(S_i, N)`; all-reduce (our rank-order chain in 256 KiB
+chunks c, then MPI_Bcast): `t_ar(S, N) = 2S/B + (N − 1 + ⌈log₂N⌉)·(α + min(S, c)/B)`, with B = 1.25 GB/s, α = 25 µs
+(10 Gbit/s Ethernet) or B = 12.5 GB/s, α = 3 µs (100 Gbit/s). f, q, s and p are fitted from the runs below
+(two batch sizes, two window counts); the 8B shape scales q and p by the FLOPs per token, f by the adapter size
+and s by the weight bytes (the inputs line below gives each).
+
+"""
+
+
+def mpi_projection(text):
+    rows = [l for l in text.splitlines() if l.startswith("|")]
+    return MPI_FORMULA + "\n".join(rows) + "\n\n" if rows else ""
 
 
 def main():

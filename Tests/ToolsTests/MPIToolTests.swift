@@ -71,9 +71,9 @@ import Testing
     let report = try Self.json(two.stdout)
     let mpi = try #require(report["mpi"] as? [String: Any])
     #expect(mpi["ranks"] as? Int == 2)
-    #expect((mpi["collectives"] as? Int ?? 0) >= 14)
+    #expect((mpi["collectives"] as? Int ?? 0) >= 14, "\(mpi)")
     #expect((try Self.json(one.stdout))["mpi"] is NSNull)
-    #expect(!two.stderr.contains("rank 1"))
+    #expect(!two.stderr.contains("rank 1:"), "\(two.stderr)")
   }
 
   @Test(.enabled(if: mpirun != nil, "mpirun is not on PATH: `make test` installs Debian's openmpi-bin"))
@@ -86,8 +86,8 @@ import Testing
       let r = try Self.mpi(ranks, "espalier-eval", args)
       #expect(r.status == 0, "\(r.stderr)")
       let report = try Self.json(r.stdout)
-      #expect(report["nll_exact"] as? Double == exact)
-      #expect(report["windows"] as? Int == 9)
+      #expect(report["nll_exact"] as? Double == exact, "\(r.stdout)")
+      #expect(report["windows"] as? Int == 9, "\(r.stdout)")
       #expect((report["mpi"] as? [String: Any])?["ranks"] as? Int == ranks)
     }
   }
@@ -130,7 +130,7 @@ import Testing
     let two = try Self.mpi(2, "espalier-finetune", Self.finetune(dir + "/two", batch))
     #expect(two.status == 0, "\(two.stderr)")
     let (a, b) = (try Self.losses(dir + "/one"), try Self.losses(dir + "/two"))
-    #expect(a.count == 6 && b.count == 6, "rank 0 alone logs each step once")
+    #expect(a.count == 6 && b.count == 6, "rank 0 alone logs each step once: \(two.stderr)")
     for (x, y) in zip(a, b) { #expect(abs(x - y) <= 1e-5 * abs(x), "loss \(x) on one process, \(y) on two ranks") }
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/two/checkpoints").sorted() == ["step-000003", "step-000006"])
     #expect(FileManager.default.fileExists(atPath: dir + "/two/adapter_model.safetensors"))
@@ -154,14 +154,45 @@ import Testing
     // One calibration batch cannot be shared by two ranks.
     let prune = try Self.mpi(
       2, "espalier-prune", [Tools.fixtures + "/tiny-llama", dir + "/out", "--method", "wanda", "--sparsity", "0.5", "--nsamples", "2"] + Self.calibration)
-    #expect(prune.status == 64)
-    #expect(prune.stderr.contains("2 ranks share 1 calibration batches"))
+    #expect(prune.status == 64, "\(prune.stderr)")
+    #expect(prune.stderr.contains("2 ranks share 1 calibration batches"), "\(prune.stderr)")
     #expect(!FileManager.default.fileExists(atPath: dir + "/out"))
     // A global batch of 3 x 1 cannot be split between two ranks: refused before any work.
     let tune = try Self.mpi(2, "espalier-finetune", Self.finetune(dir + "/tuned", ["--batch-size", "3", "--grad-accum", "1"]))
-    #expect(tune.status == 64)
-    #expect(tune.stderr.contains("make --grad-accum or --batch-size a multiple of 2"))
-    #expect(!tune.stderr.contains("init: gradients"))
+    #expect(tune.status == 64, "\(tune.stderr)")
+    #expect(tune.stderr.contains("make --grad-accum or --batch-size a multiple of 2"), "\(tune.stderr)")
+    #expect(!tune.stderr.contains("init: gradients"), "\(tune.stderr)")
     #expect(!FileManager.default.fileExists(atPath: dir + "/tuned"))
+  }
+
+  /// The README's Slurm batch scripts, run by bash on this machine as 2 ranks of one "node" on the
+  /// fixture: prune, then tune the pruned model, then evaluate it.
+  @Test(.enabled(if: mpirun != nil, "mpirun is not on PATH: `make test` installs Debian's openmpi-bin"))
+  func slurmBatchScriptsRunUnderMpirun() throws {
+    let dir = try Self.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var url = URL(fileURLWithPath: Tools.fixtures)
+    url.deleteLastPathComponent()
+    let scripts = url.appendingPathComponent("examples/slurm").path
+    var environment = ProcessInfo.processInfo.environment
+    environment["PATH"] = Tools.binDirectory + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+    environment["RANKS_PER_NODE"] = "2"
+    environment["MPIRUN_FLAGS"] = (getuid() == 0 ? "--allow-run-as-root " : "") + "--oversubscribe"
+    let runs: [(String, [String: String])] = [
+      ("prune", ["MODEL": Tools.fixtures + "/tiny-llama", "OUT": dir + "/pruned", "CALIBRATION": Tools.fixtures + "/tokenizer/prose.txt",
+        "NSAMPLES": "8", "SEQ_LEN": "48"]),
+      ("finetune", ["MODEL": dir + "/pruned", "DATA": Tools.fixtures + "/tokenizer/prose.txt", "OUT": dir + "/tuned", "STEPS": "4",
+        "BATCH": "2", "ACCUM": "2", "SEQ_LEN": "32", "SAVE_EVERY": "2"]),
+      ("eval", ["MODEL": dir + "/pruned", "TEXT": Tools.fixtures + "/tokenizer/prose.txt", "SEQ_LEN": "64"]),
+    ]
+    for (name, settings) in runs {
+      let report = dir + "/\(name).json"
+      let r = try Tools.runExecutable(
+        "/bin/bash", [scripts + "/\(name).sbatch"], environment: environment.merging(settings.merging(["REPORT": report]) { $1 }) { $1 })
+      #expect(r.status == 0, "\(name): \(r.stderr)")
+      let json = try Self.json(String(decoding: try Self.bytes(report), as: UTF8.self))
+      #expect((json["mpi"] as? [String: Any])?["ranks"] as? Int == 2, "\(name)")
+    }
+    #expect(try Self.losses(dir + "/tuned").count == 4)
   }
 }

@@ -60,6 +60,10 @@ public struct StepRecord: Sendable {
   public var tokens: Int
   public var targetTokens: Int
   public var seconds: Double
+  /// Under MPI: seconds this rank spent in the step's collectives (waiting for the others included), and
+  /// the bytes they reduced.
+  public var collectiveSeconds = 0.0
+  public var collectiveBytes = 0
 }
 
 public final class Trainer {
@@ -124,6 +128,7 @@ public final class Trainer {
     let micro = (0..<options.gradAccum).map { _ in order.take(B, from: &cursor) }
     let targetTotal = micro.joined().reduce(0) { $0 + data.windows[$1].targetCount }
     let cluster = options.cluster
+    let (seconds0, bytes0) = (cluster.collectiveSeconds, cluster.collectiveBytes)
     let work: [(index: Int, windows: ArraySlice<Int>)] = sharesMicroBatches
       ? cluster.share(of: micro.count).map { ($0, micro[$0][...]) }
       : micro.indices.map { ($0, micro[$0][cluster.share(of: B)]) }
@@ -163,8 +168,10 @@ public final class Trainer {
     }
     step += 1
     self.cursor = cursor
-    return StepRecord(
+    var taken = StepRecord(
       step: step, loss: targetTotal > 0 ? nll / Double(targetTotal) : 0, learningRate: lr, gradNorm: norm,
       tokens: B * runner.plan.T * options.gradAccum, targetTokens: targetTotal, seconds: Date().timeIntervalSince(start))
+    (taken.collectiveSeconds, taken.collectiveBytes) = (cluster.collectiveSeconds - seconds0, cluster.collectiveBytes - bytes0)
+    return taken
   }
 }

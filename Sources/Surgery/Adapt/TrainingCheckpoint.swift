@@ -79,11 +79,17 @@ enum TrainingCheckpoint {
       for _ in 0..<digits { scale *= 10 }
       return .number(String((v * scale).rounded() / scale))
     }
-    return JSONObject([
+    var entry = JSONObject([
       ("step", .number(String(r.step))), ("loss", .number(String(r.loss))), ("lr", .number(String(r.learningRate))),
       ("grad_norm", .number(String(r.gradNorm))), ("tokens", .number(String(r.tokens))),
       ("target_tokens", .number(String(r.targetTokens))), ("seconds", fixed(r.seconds, 4)),
       ("tokens_per_s", fixed(Double(r.tokens) / max(r.seconds, 1e-9), 1)), ("elapsed", fixed(elapsed, 2)),
     ])
+    // Under MPI (rank 0's view): the step's time in collectives and the bytes they reduced.
+    if r.collectiveBytes > 0 {
+      entry["collective_seconds"] = fixed(r.collectiveSeconds, 5)
+      entry["collective_bytes"] = .number(String(r.collectiveBytes))
+    }
+    return entry
   }
 }
