@@ -3,13 +3,14 @@
 
 usage: mpi_projection.py RUN_DIR TRAINABLE_PARAMETERS
 
-Measured here (one machine, 2 cores):
-  LoRS step at 1 rank x 2 threads with global batches of 8 and 4 sequences of 256 tokens: the per-sequence
-  compute q and the per-step fixed part f (t = f + sequences x q);
-  Wanda 50% calibration with 32 and 8 windows of 512 at 1 rank x 2 threads: the serial part s and the
-  per-window part p of a whole prune (t = s + windows x p), per block: divided by the 30 blocks;
+Measured here (one machine, 2 cores), as a node runs best here: 2 ranks x 1 BLAS thread (1.8-2x faster
+than 1 rank x 2 threads in the same run: bench/RESULTS.md):
+  LoRS step with global batches of 8 and 4 sequences of 256 tokens: the per-sequence compute q and the
+  per-step fixed part f (t = f + sequences x q);
+  Wanda 50% calibration with 32 and 8 windows of 512: the serial part s and the per-window part p of a
+  whole prune (t = s + windows x p), per block: divided by the 30 blocks;
   the bytes each all-reduce carries (SmolLM2: measured; 8B: from the shapes).
-Modelled, one rank per node using all its cores, nodes of this machine's kind:
+Modelled, N nodes of this machine's kind (2 ranks each, the all-reduce counted between nodes):
   all-reduce of S bytes on N nodes (our chain in rank order, 256 KiB chunks, then MPI_Bcast):
     t_ar(S, N) = 2 S / B + (N - 1 + ceil(log2 N)) (alpha + min(S, c) / B),   t_ar(S, 1) = 0
   LoRS step, global batch G = 64 sequences:  t = f + ceil(G / N) q + t_ar(S_grad, N) + t_ar(16, N)
@@ -36,12 +37,12 @@ def report(name):
 
 
 # LoRS: t = f + sequences * q at 1 rank x 2 threads.
-t8, t4 = median_step("t-r1t2"), median_step("t-r1t2-b4")
+t8, t4 = median_step("t-r2t1"), median_step("t-r2t1-b4")
 q = (t8 - t4) / 4
 f = max(0.0, t4 - 4 * q)
 smol_grad_bytes = 4 * smol_params
 # Wanda: whole prune t = s + windows * p.
-w32, w8 = report("w-r1t2")["seconds"], report("w-r1t2-n8")["seconds"]
+w32, w8 = report("w-r2t1")["seconds"], report("w-r2t1-n8")["seconds"]
 p = (w32 - w8) / 24
 s = max(0.0, w8 - 8 * p)
 
@@ -86,7 +87,7 @@ def wanda_block(model, n, net):
     return serial + 4 * math.ceil(32 / n) * per_window + sum(t_ar(b, n, bw, alpha) for b in shape["stats"])
 
 
-print(f"projection inputs: LoRS f = {f:.3f} s per step, q = {q:.3f} s per sequence of 256 (1 node = this machine); "
+print(f"projection inputs: LoRS f = {f:.3f} s per step, q = {q:.3f} s per sequence of 256 (1 node = this machine as 2 ranks x 1 thread); "
       f"Wanda s = {s:.2f} s per prune, p = {p:.3f} s per window of 512; gradient all-reduce {smol_grad_bytes / 1e6:.2f} MB (SmolLM2), "
       f"{4 * big['adapter'](16) / 1e6:.1f} MB (8B); FLOPs ratio 8B / SmolLM2 {scale_flops:.1f}")
 print()
@@ -97,6 +98,5 @@ for n in [1, 2, 4, 8, 16, 32, 64]:
     for kind in [lambda m, net: 1 / lors_step(m, n, net), lambda m, net: 1 / wanda_block(m, n, net)]:
         for model in ["smol", "big"]:
             cells.append(" / ".join(f"{kind(model, net):.3g}" for net in NETWORKS))
-    cells = [cells[0], cells[2], cells[1], cells[3]]
     share = t_ar(4 * big["adapter"](16), n, *NETWORKS[0][1:]) / lors_step("big", n, NETWORKS[0])
     print(f"| {n} | " + " | ".join(cells) + f" | {100 * share:.1f}% |")

@@ -196,3 +196,45 @@ import Testing
     #expect(try Self.losses(dir + "/tuned").count == 4)
   }
 }
+
+/// What a launcher's environment does without mpirun (no Open MPI needed): a missing or foreign MPI library
+/// is named, and the tools that share no work refuse to run as several ranks.
+@Suite struct MPIEnvironmentTests {
+  static func environment(_ extra: [String: String]) -> [String: String] {
+    ProcessInfo.processInfo.environment.merging(extra) { $1 }
+  }
+
+  static let eval = [Tools.fixtures + "/tiny-llama", "--text", Tools.fixtures + "/tokenizer/prose.txt", "--seq-len", "32", "--limit", "2"]
+
+  @Test func aMissingMPILibraryIsNamed() throws {
+    let r = try Tools.run(
+      "espalier-eval", Self.eval,
+      environment: Self.environment(["OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "1", "ESPALIER_MPI_LIBRARY": "/nonexistent/libmpi.so.40"]))
+    #expect(r.status == 2, "\(r.stderr)")
+    #expect(r.stderr.contains("no MPI library loads") && r.stderr.contains("/nonexistent/libmpi.so.40"), "\(r.stderr)")
+    #expect(r.stdout.isEmpty)
+  }
+
+  @Test func aLibraryThatIsNotOpenMPIIsRefused() throws {
+    let r = try Tools.run(
+      "espalier-eval", Self.eval,
+      environment: Self.environment(["PMIX_RANK": "0", "ESPALIER_MPI_LIBRARY": "libzstd.so.1"]))
+    #expect(r.status == 2, "\(r.stderr)")
+    #expect(r.stderr.contains("has no symbol ompi_mpi_comm_world"), "\(r.stderr)")
+  }
+
+  @Test(arguments: ["espalier-convert", "espalier-merge", "espalier-report"])
+  func writersRefuseToRunAsSeveralRanks(tool: String) throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("espalier-ranks-\(UUID().uuidString)").path
+    let arguments: [String] =
+      switch tool {
+      case "espalier-convert": [Tools.fixtures + "/tiny-llama", dir + "/out"]
+      case "espalier-merge": [Tools.fixtures + "/tiny-llama", dir + "/adapter", dir + "/out"]
+      default: [dir + "/run", "-o", dir + "/out"]
+      }
+    let r = try Tools.run(tool, arguments, environment: Self.environment(["OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"]))
+    #expect(r.status == 64, "\(r.stderr)")
+    #expect(r.stderr.contains("not as 2 MPI ranks"), "\(r.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dir + "/out"))
+  }
+}

@@ -132,6 +132,20 @@ public final class Cluster: @unchecked Sendable {
     try mpi.broadcast(buffer, bytes: bytes, root: root)
   }
 
+  /// Every rank takes rank 0's `value` (a setting each rank's memory plan chose, which must be one).
+  public func agree(_ value: inout Int) throws(SurgeryError) {
+    guard size > 1 else { return }
+    var v = Int64(value)
+    try broadcast(&v, bytes: MemoryLayout<Int64>.stride, from: 0)
+    value = Int(v)
+  }
+
+  /// The most items any rank's share holds: `count` items in groups of `group`.
+  public func largestShare(of count: Int, inGroupsOf group: Int) -> Int {
+    let groups = (count + group - 1) / max(1, group)
+    return min(count, (groups + size - 1) / size * group)
+  }
+
   /// Waits for every rank.
   public func barrier() throws(SurgeryError) {
     guard let mpi, size > 1 else { return }

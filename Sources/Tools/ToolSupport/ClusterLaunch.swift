@@ -59,6 +59,14 @@ public enum ClusterLaunch {
     return cluster
   }
 
+  /// A tool that writes one output and shares no work refuses to be one of several ranks: each would
+  /// write it (and to the same path).
+  public static func refuseSeveralRanks(_ tool: String) throws {
+    guard let size = environmentSize, size > 1 else { return }
+    throw SurgeryError.invalidRequest(
+      "\(tool) runs once, not as \(size) MPI ranks: start it without mpirun or srun (prune, eval and finetune are the tools that share their work across ranks)")
+  }
+
   /// Ends this rank's use of MPI after a successful run (a no-op in one process).
   public static func finish() {
     guard let current, current.isDistributed else { return }

@@ -66,6 +66,7 @@ struct ConvertCommand: ParsableCommand {
 
   func run() throws {
     try runReportingErrors {
+      try ClusterLaunch.refuseSeveralRanks("espalier convert")
       if output.hasSuffix(".gguf") { return try exportGGUF() }
       var options = ConvertOptions(dtype: dtype.dtype, maxShardSize: shards.maxShardSize.bytes, overwrite: out.overwrite)
       if compress { options.compression = CompressionOptions(format: format, level: level) }

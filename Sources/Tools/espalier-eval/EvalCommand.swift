@@ -69,6 +69,7 @@ struct EvalCommand: ParsableCommand {
       var options = EvaluationOptions()
       options.cluster = cluster
       (options.batchSize, options.sweepSequences, options.maxMemory) = (plan.batchSize, plan.sweepSequences, plan.hiddenBudget)
+      try cluster.agree(&options.batchSize)
       if let tmp = getenv("TMPDIR") { options.temporaryDirectory = String(cString: tmp) }
       let progress = Progress("eval", total: 0)
       if let text {

@@ -73,6 +73,7 @@ struct GenerateCommand: ParsableCommand {
 
   func run() throws {
     try runReportingErrors {
+      try ClusterLaunch.refuseSeveralRanks("espalier generate")
       SystemMemory.returnFreedBuffers()
       let facts = try Planning.facts(model)
       let tokenizer = try Tokenizer.forCheckpoint(model)

@@ -34,6 +34,7 @@ struct MergeCommand: ParsableCommand {
 
   func run() throws {
     try runReportingErrors {
+      try ClusterLaunch.refuseSeveralRanks("espalier merge")
       let clock = Stopwatch()
       var options = MergeOptions()
       options.allowDensify = allowDensify

@@ -89,13 +89,15 @@ struct PruneCommand: ParsableCommand {
       let length = min(c.seqLen, facts.config.maxPositionEmbeddings)
       let (budget, source) = memory.budget
       let plan = MemoryPlanner.prune(
-        facts, method: method, windows: method == .magnitude ? 0 : cluster.share(of: c.nsamples, inGroupsOf: c.batchSize).count, seqLen: length, batch: c.batchSize,
+        facts, method: method, windows: method == .magnitude ? 0 : cluster.largestShare(of: c.nsamples, inGroupsOf: c.batchSize), seqLen: length, batch: c.batchSize,
         outputBytes: dtype.dtype.map { $0.bits / 8 } ?? facts.storedBytes, budget: budget, budgetSource: source)
       guard try Planning.announce(plan, memory, json: reporting.json) else { return }
       var options = PruneOptions(method: method, target: target)
       options.cluster = cluster
       options.percdamp = percdamp
       options.batchSize = plan.batchSize
+      // Every rank forms the same batches: rank 0's plan decides (each rank's shares are computed from it).
+      try cluster.agree(&options.batchSize)
       options.selects = TensorFilter(include: include, exclude: exclude).matches
       options.maxMemory = plan.hiddenBudget
       options.layerSparsity = layers

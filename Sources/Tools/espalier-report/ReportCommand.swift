@@ -52,6 +52,7 @@ struct ReportCommand: ParsableCommand {
 
   func run() throws {
     try runReportingErrors {
+      try ClusterLaunch.refuseSeveralRanks("espalier report")
       let clock = Stopwatch()
       try OutputPath.claim(output, overwrite: out.overwrite, inputs: runs + evals.map(\.file))
       var rows = try evals.map { EvalRow(label: $0.label, file: $0.file, record: try PerplexityRecord(file: $0.file)) }
