@@ -24,7 +24,9 @@ root=$([ "$(id -u)" = 0 ] && echo --allow-run-as-root || true)
 run() {
   local ranks=$1 threads=$2
   shift 2
-  if [ "$ranks" = 0 ]; then OPENBLAS_NUM_THREADS=$threads "$@"; else mpirun $root --oversubscribe -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" "$@"; fi
+  # --bind-to none: Open MPI binds each of up to 2 ranks to one core by default, and 2 threads on one core
+  # would measure that binding, not the threads.
+  if [ "$ranks" = 0 ]; then OPENBLAS_NUM_THREADS=$threads "$@"; else mpirun $root --oversubscribe --bind-to none -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" "$@"; fi
 }
 field() { python3 -c "import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
 

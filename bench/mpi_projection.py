@@ -3,8 +3,8 @@
 
 usage: mpi_projection.py RUN_DIR TRAINABLE_PARAMETERS
 
-Measured here (one machine, 2 cores), as a node runs best here: 2 ranks x 1 BLAS thread (1.8-2x faster
-than 1 rank x 2 threads in the same run: bench/RESULTS.md):
+Measured here (one machine, 2 cores), a node run as 2 ranks x 1 BLAS thread (1 rank x 2 threads is
+measured beside it in the same run: bench/RESULTS.md):
   LoRS step with global batches of 8 and 4 sequences of 256 tokens: the per-sequence compute q and the
   per-step fixed part f (t = f + sequences x q);
   Wanda 50% calibration with 32 and 8 windows of 512: the serial part s and the per-window part p of a

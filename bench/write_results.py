@@ -76,7 +76,7 @@ def section(name, title, logs, machine, date, commit):
     return body
 
 
-MPI_FORMULA = """Projected steps/s on N nodes of this machine's kind, each run as 2 ranks × 1 thread, its fastest arrangement (bench/mpi_projection.py):
+MPI_FORMULA = """Projected steps/s on N nodes of this machine's kind, each run as 2 ranks × 1 thread (bench/mpi_projection.py):
 LoRS step, global batch G = 64 sequences of 256: `t = f + ⌈G/N⌉·q + t_ar(S, N)`; Wanda block, 128 windows of 512 in
 batches of 4: `t = s/L + 4·⌈32/N⌉·p/L + Σ_7 statistics t_ar(S_i, N)`; all-reduce (our rank-order chain in 256 KiB
 chunks c, then MPI_Bcast): `t_ar(S, N) = 2S/B + (N − 1 + ⌈log₂N⌉)·(α + min(S, c)/B)`, with B = 1.25 GB/s, α = 25 µs

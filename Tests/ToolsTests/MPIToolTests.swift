@@ -54,6 +54,8 @@ import Testing
       ["--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "8", "--batch-size", "2"],
       ["--method", "sparsegpt", "--sparsity", "0.6", "--nsamples", "7", "--batch-size", "1"],
       ["--method", "wanda", "--sparsity", "0.6", "--profile", "owl", "--owl-m", "2", "--nsamples", "6", "--batch-size", "2"],
+      // Streamed: every rank widens one block at a time from the checkpoint; rank 0 writes each when pruned.
+      ["--method", "sparsegpt", "--sparsity", "0.5", "--nsamples", "4", "--batch-size", "1", "--max-memory", "81.5MB"],
     ])
   func prunedCheckpointIsTheSameBytesOnTwoRanks(flags: [String]) throws {
     let dir = try Self.temporaryDirectory()
@@ -64,6 +66,7 @@ import Testing
     let two = try Self.mpi(2, "espalier-prune", [model, dir + "/two"] + flags + Self.calibration)
     #expect(two.status == 0, "\(two.stderr)")
     // The weights, the per-tensor sparsities and OWL's rates: the same bytes.
+    if flags.contains("--max-memory") { #expect(two.stderr.contains("streamed: one block at a time"), "\(two.stderr)") }
     var files = ["model.safetensors", "sparsity.json"]
     if flags.contains("owl") { files.append("layer_sparsity.json") }
     for file in files { #expect(try Self.bytes(dir + "/one/" + file) == Self.bytes(dir + "/two/" + file), "\(file) differs") }

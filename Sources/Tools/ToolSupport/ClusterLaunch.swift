@@ -34,8 +34,28 @@ public enum ClusterLaunch {
     return 1
   }
 
-  /// One process, or this rank of the MPI job the launcher started. Under MPI: BLAS threads per rank are
-  /// OPENBLAS_NUM_THREADS, else the machine's cores shared among its ranks.
+  /// The cores this process may run on (its CPU affinity: Cpus_allowed in /proc/self/status, a hex mask
+  /// in comma-separated words), or nil where it cannot be read.
+  static var coresAllowed: Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+      let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") })
+    else { return nil }
+    let digits = line.dropFirst("Cpus_allowed:".count).filter { $0.isHexDigit }
+    let count = digits.reduce(0) { $0 + (Int(String($1), radix: 16) ?? 0).nonzeroBitCount }
+    return count > 0 ? count : nil
+  }
+
+  /// BLAS threads of a rank: OPENBLAS_NUM_THREADS when set; else the cores the launcher bound it to
+  /// (Open MPI binds each rank to one core when there are at most 2 ranks, to a socket beyond: threads past
+  /// them would only share those cores); else, unbound, the machine's cores shared among its ranks.
+  static func threadsPerRank(environment: [String: String], cores: Int, allowed: Int?, ranksHere: Int) -> Int {
+    if let n = environment["OPENBLAS_NUM_THREADS"].flatMap({ Int($0) }), n > 0 { return n }
+    if let allowed, allowed > 0, allowed < cores { return allowed }
+    return max(1, cores / max(1, ranksHere))
+  }
+
+  /// One process, or this rank of the MPI job the launcher started. Under MPI: BLAS threads per rank as
+  /// `threadsPerRank` says.
   public static func start() throws -> Cluster {
     if let current { return current }
     guard environmentRank != nil else {
@@ -48,13 +68,19 @@ public enum ClusterLaunch {
         "the launcher started \(expected) ranks but the MPI library sees \(cluster.size): is it the MPI that mpirun or srun belongs to? (ESPALIER_MPI_LIBRARY names another)")
     }
     let cores = ProcessInfo.processInfo.activeProcessorCount
-    let threads = environment["OPENBLAS_NUM_THREADS"].flatMap { Int($0) } ?? max(1, cores / ranksOnThisMachine)
-    BLASThreads.set(max(1, threads))
+    let allowed = coresAllowed
+    let threads = threadsPerRank(environment: environment, cores: cores, allowed: allowed, ranksHere: ranksOnThisMachine)
+    BLASThreads.set(threads)
     if !cluster.isRoot {
       Log.quiet(prefix: "rank \(cluster.rank): ")
       Output.silent = true
     }
-    Log.info("MPI: \(cluster.size) ranks, \(ranksOnThisMachine) on this machine, \(max(1, threads)) BLAS threads each")
+    let bound = allowed.map { $0 < cores ? ", bound to \($0) of \(cores) cores" : "" } ?? ""
+    Log.info("MPI: \(cluster.size) ranks, \(ranksOnThisMachine) on this machine\(bound), \(threads) BLAS threads each")
+    if let allowed, allowed < cores, threads > allowed {
+      Log.warning(
+        "OPENBLAS_NUM_THREADS=\(threads) on the \(allowed) core(s) this rank is bound to: the threads share them (mpirun --bind-to none, or --map-by slot:PE=\(threads))")
+    }
     current = cluster
     return cluster
   }
