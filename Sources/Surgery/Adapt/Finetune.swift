@@ -185,10 +185,8 @@ public enum Finetune {
     if cluster.size > 1 && o.resolvedInit == .gradientExact {
       throw .invalidRequest("--init gradient-exact holds every dense gradient in one process; under MPI use --init gradient (its sketches are summed over the ranks)")
     }
-    guard o.gradAccum % cluster.size == 0 || o.batchSize % cluster.size == 0 else {
-      throw .invalidRequest(
-        "\(cluster.size) ranks cannot share a global batch of \(o.batchSize) x \(o.gradAccum) windows: make --grad-accum or --batch-size a multiple of \(cluster.size)")
-    }
+    // Refused before any work, not after the gradient init.
+    _ = try Trainer.sharesMicroBatches(batchSize: o.batchSize, gradAccum: o.gradAccum, ranks: cluster.size)
     if cluster.isRoot { try claim(output, modelPath: modelPath, dataPath: dataPath, options: o) }
     let started = Date()
     let llama = try LlamaModel.load(modelPath, maxPositions: o.seqLen, residency: o.residency)

@@ -89,17 +89,23 @@ public final class Trainer {
     self.adapters = adapters
     self.data = data
     self.options = options
-    let (ranks, B, A) = (options.cluster.size, options.batchSize, options.gradAccum)
-    guard A % ranks == 0 || B % ranks == 0 else {
-      throw .invalidRequest(
-        "\(ranks) ranks cannot share a global batch of \(B) x \(A) windows: make --grad-accum or --batch-size a multiple of \(ranks)")
-    }
-    sharesMicroBatches = A % ranks == 0
-    runner = LlamaRunner(model: model, B: sharesMicroBatches ? B : B / ranks, T: T, recomputedLayers: options.recomputedLayers)
+    sharesMicroBatches = try Self.sharesMicroBatches(batchSize: options.batchSize, gradAccum: options.gradAccum, ranks: options.cluster.size)
+    let B = options.batchSize
+    runner = LlamaRunner(model: model, B: sharesMicroBatches ? B : B / options.cluster.size, T: T, recomputedLayers: options.recomputedLayers)
     optimizer = AdamW(count: adapters.params.layout.totalCount, weightDecay: Float(options.weightDecay))
     order = WindowOrder(count: data.windows.count, seed: options.seed)
     self.cursor = cursor
     adapters.attach(to: model, gradient: options.gradient)
+  }
+
+  /// How `ranks` share a global batch of batchSize × gradAccum windows: whole micro-batches (true) when
+  /// they divide gradAccum, else a slice of each (false) when they divide batchSize; refused otherwise.
+  static func sharesMicroBatches(batchSize B: Int, gradAccum A: Int, ranks: Int) throws(SurgeryError) -> Bool {
+    guard A % ranks == 0 || B % ranks == 0 else {
+      throw .invalidRequest(
+        "\(ranks) ranks cannot share a global batch of \(B) x \(A) windows: make --grad-accum or --batch-size a multiple of \(ranks)")
+    }
+    return A % ranks == 0
   }
 
   public var state: TrainingState {

@@ -21,7 +21,7 @@ public final class Cluster: @unchecked Sendable {
   public private(set) var collectives = 0
   public private(set) var collectiveBytes = 0
   public private(set) var collectiveSeconds = 0.0
-  /// Elements a chain hop carries at once.
+  /// Bytes a chain hop carries at once (the pipeline's chunk).
   public var chunkBytes = 1 << 18
 
   /// One process: every collective is the identity.
